@@ -1,0 +1,3 @@
+"""latticegym: crystal generation as reinforcement learning."""
+
+__version__ = "0.1.0"

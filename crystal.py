@@ -1,0 +1,208 @@
+"""Padded crystal batches <-> pymatgen Structures, and the validity checks used everywhere.
+
+This module is the base of the package: it imports nothing else from latticegym.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from pymatgen.core import Composition, Element, Lattice, Structure
+
+MIN_DISTANCE = 0.5  # Å, CDVAE's structural-validity cutoff
+MIN_VOLUME = 0.1  # Å^3
+MIN_SHAPE_FACTOR = 0.05  # V / (abc); a flat cell has 0, a cube 1
+MAX_LENGTH = 1000.0  # Å; longer lattice vectors mean the sampler exploded
+
+
+@dataclass
+class CrystalBatch:
+    """B crystals padded to N_max atoms.
+
+    atom_types: (B, N_max) atomic numbers, 0 on padding.
+    frac_coords: (B, N_max, 3) fractional coordinates.
+    lattice: (B, 3, 3) lattice vectors as rows, in Å.
+    mask: (B, N_max) True on real atoms; real atoms come first.
+    """
+
+    atom_types: np.ndarray
+    frac_coords: np.ndarray
+    lattice: np.ndarray
+    mask: np.ndarray
+
+    def __post_init__(self) -> None:
+        b, n = self.atom_types.shape
+        if self.frac_coords.shape != (b, n, 3):
+            raise ValueError(f"frac_coords has shape {self.frac_coords.shape}, expected {(b, n, 3)}")
+        if self.lattice.shape != (b, 3, 3):
+            raise ValueError(f"lattice has shape {self.lattice.shape}, expected {(b, 3, 3)}")
+        if self.mask.shape != (b, n):
+            raise ValueError(f"mask has shape {self.mask.shape}, expected {(b, n)}")
+
+    def __len__(self) -> int:
+        return self.atom_types.shape[0]
+
+    @property
+    def n_max(self) -> int:
+        return self.atom_types.shape[1]
+
+    @property
+    def num_atoms(self) -> np.ndarray:
+        return self.mask.sum(axis=1)
+
+    @classmethod
+    def from_structures(cls, structures: Sequence[Structure], n_max: int | None = None) -> CrystalBatch:
+        sizes = [len(s) for s in structures]
+        n_max = max(sizes, default=0) if n_max is None else n_max
+        if sizes and max(sizes) > n_max:
+            i = int(np.argmax(sizes))
+            raise ValueError(f"structure {i} has {sizes[i]} atoms, more than n_max={n_max}")
+        b = len(structures)
+        atom_types = np.zeros((b, n_max), dtype=np.int64)
+        frac = np.zeros((b, n_max, 3))
+        lattice = np.zeros((b, 3, 3))
+        mask = np.zeros((b, n_max), dtype=bool)
+        for i, s in enumerate(structures):
+            n = len(s)
+            atom_types[i, :n] = [site.specie.Z for site in s]
+            frac[i, :n] = s.frac_coords
+            lattice[i] = s.lattice.matrix
+            mask[i, :n] = True
+        return cls(atom_types, frac, lattice, mask)
+
+    def structure(self, i: int) -> Structure:
+        m = self.mask[i]
+        species = [Element.from_Z(int(z)) for z in self.atom_types[i, m]]
+        return Structure(Lattice(self.lattice[i]), species, self.frac_coords[i, m])
+
+    def to_structures(self) -> list[Structure]:
+        return [self.structure(i) for i in range(len(self))]
+
+
+def canonical(structure: Structure) -> Structure:
+    """Niggli-reduced cell in pymatgen's standard orientation, as CDVAE builds its datasets."""
+    reduced = structure.get_reduced_structure()
+    lattice = Lattice.from_parameters(*reduced.lattice.parameters)
+    return Structure(lattice, reduced.species, reduced.frac_coords)
+
+
+@dataclass(frozen=True)
+class Validity:
+    """The outcome of a check: `ok`, and why not."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+VALID = Validity(True)
+
+
+def lattice_validity(matrix: np.ndarray) -> Validity:
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.shape != (3, 3):
+        return Validity(False, f"lattice has shape {matrix.shape}, expected (3, 3)")
+    if not np.all(np.isfinite(matrix)):
+        return Validity(False, "lattice contains NaN or inf")
+    lengths = np.linalg.norm(matrix, axis=1)
+    if lengths.max() > MAX_LENGTH:
+        return Validity(False, f"lattice vector of {lengths.max():.3g} Å is longer than {MAX_LENGTH:g} Å")
+    volume = abs(float(np.linalg.det(matrix)))
+    if volume < MIN_VOLUME:
+        return Validity(False, f"cell volume {volume:.3g} Å^3 is below {MIN_VOLUME} Å^3 (degenerate cell)")
+    shape = volume / float(np.prod(lengths))
+    if shape < MIN_SHAPE_FACTOR:
+        return Validity(False, f"cell is nearly flat: V/(abc) = {shape:.3g} < {MIN_SHAPE_FACTOR}")
+    return VALID
+
+
+def structural_validity(structure: Structure, min_distance: float = MIN_DISTANCE) -> Validity:
+    """Every interatomic distance, periodic images included, is at least `min_distance` Å."""
+    lattice = lattice_validity(structure.lattice.matrix)
+    if not lattice:
+        return lattice
+    if len(structure) == 0:
+        return Validity(False, "structure has no atoms")
+    if not np.all(np.isfinite(structure.frac_coords)):
+        return Validity(False, "fractional coordinates contain NaN or inf")
+    shortest = min(structure.lattice.get_lll_reduced_lattice().abc)
+    if shortest < min_distance:
+        return Validity(False, f"an atom is {shortest:.3f} Å from its own periodic image (< {min_distance} Å)")
+    if len(structure) > 1:
+        dist = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
+        i, j = np.unravel_index(np.argmin(dist), dist.shape)
+        if dist[i, j] < min_distance:
+            return Validity(
+                False,
+                f"atoms {i} ({structure[i].specie}) and {j} ({structure[j].specie}) are "
+                f"{dist[i, j]:.3f} Å apart (< {min_distance} Å)",
+            )
+    return VALID
+
+
+def compositional_validity(composition: Composition, pauling_test: bool = True, include_alloys: bool = True) -> Validity:
+    """SMACT charge neutrality plus the Pauling electronegativity test, following CDVAE's `smact_validity`."""
+    import smact
+    from smact.screening import pauling_test as smact_pauling_test
+
+    amounts = composition.get_el_amt_dict()
+    if not amounts:
+        return Validity(False, "composition is empty")
+    symbols = sorted(amounts, key=lambda s: Element(s).Z)
+    if len(symbols) == 1:
+        return VALID
+    if include_alloys and all(s in smact.metals for s in symbols):
+        return VALID
+    counts = np.array([int(round(amounts[s])) for s in symbols])
+    counts = counts // np.gcd.reduce(counts)
+    try:
+        space = smact.element_dictionary(tuple(symbols))
+    except Exception as exc:  # smact lacks data for some elements
+        return Validity(False, f"SMACT has no data for {symbols}: {exc}")
+    elements = [space[s] for s in symbols]
+    electronegativities = [e.pauling_eneg for e in elements]
+    threshold = int(counts.max())
+    stoichs = [(int(c),) for c in counts]
+    neutral_found = False
+    for oxidation_states in itertools.product(*[e.oxidation_states for e in elements]):
+        neutral, _ = smact.neutral_ratios(oxidation_states, stoichs=stoichs, threshold=threshold)
+        if not neutral:
+            continue
+        neutral_found = True
+        if not pauling_test:
+            return VALID
+        try:
+            if smact_pauling_test(oxidation_states, electronegativities):
+                return VALID
+        except TypeError:  # missing electronegativity data counts as a pass, as in CDVAE
+            return VALID
+    formula = composition.reduced_formula
+    if neutral_found:
+        return Validity(False, f"{formula}: charge-neutral oxidation states all fail the electronegativity test")
+    return Validity(False, f"{formula}: no charge-neutral combination of oxidation states")
+
+
+def validity(structure: Structure) -> Validity:
+    """Structural then compositional validity: CDVAE's `valid`."""
+    structural = structural_validity(structure)
+    if not structural:
+        return structural
+    return compositional_validity(structure.composition)
+
+
+def structure_from_cif(cif: str) -> Structure:
+    """Parse one CIF block, silencing pymatgen's chatter about rounding and occupancies."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Structure.from_str(cif, fmt="cif")
+
+
+def structure_to_cif(structure: Structure) -> str:
+    return structure.to(fmt="cif")
+

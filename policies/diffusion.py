@@ -1,0 +1,289 @@
+"""The crystal diffusion model as a stochastic policy over reverse-diffusion steps.
+
+Every reverse step is an explicit distribution, per field:
+- atom-type channels and lattice: Gaussian, DDPM mean, posterior std (plain beta on the last step,
+  where the posterior std is 0, so every step has a density);
+- fractional coordinates: wrapped Gaussian, VE ancestral mean, ancestral std (sigma_1 on the last step).
+
+Step index k runs from T (pure noise) down to 1; the action of step k is the state at step k-1.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..crystal import CrystalBatch
+from .network import CSPDenoiser, DenoiserConfig
+from .noise import Schedules, minimal_image, wrap, wrapped_normal_log_prob, wrapped_normal_score
+
+LOSS_WEIGHTS = {"lattice": 1.0, "frac": 1.0, "types": 20.0}  # DiffCSP's ab initio weights
+
+
+@dataclass
+class DiffusionState:
+    """A batch of (noisy) crystals in model space; padding entries are zero."""
+
+    types: torch.Tensor  # (B, N, K) atom-type channels
+    frac: torch.Tensor  # (B, N, 3) fractional coordinates in [0, 1)
+    lattice: torch.Tensor  # (B, 3, 3) lattice rows divided by the prior's lattice_scale
+    mask: torch.Tensor  # (B, N) bool
+
+    def __len__(self) -> int:
+        return self.types.shape[0]
+
+    def to(self, device) -> DiffusionState:
+        return DiffusionState(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def index(self, idx) -> DiffusionState:
+        return DiffusionState(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+    @staticmethod
+    def cat(states: list[DiffusionState]) -> DiffusionState:
+        return DiffusionState(*(torch.cat([getattr(s, f.name) for s in states]) for f in fields(DiffusionState)))
+
+
+@dataclass
+class StepDistribution:
+    """p(x_{k-1} | x_k) for a batch; stds are per crystal, shape (B,)."""
+
+    types_mean: torch.Tensor
+    types_std: torch.Tensor
+    frac_mean: torch.Tensor
+    frac_std: torch.Tensor
+    lattice_mean: torch.Tensor
+    lattice_std: torch.Tensor
+    mask: torch.Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> DiffusionState:
+        m = self.mask[..., None].to(self.types_mean.dtype)
+
+        def noise(like):
+            return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+        types = (self.types_mean + self.types_std[:, None, None] * noise(self.types_mean)) * m
+        frac = wrap(self.frac_mean + self.frac_std[:, None, None] * noise(self.frac_mean)) * m
+        lattice = self.lattice_mean + self.lattice_std[:, None, None] * noise(self.lattice_mean)
+        return DiffusionState(types, frac, lattice, self.mask)
+
+    def log_prob(self, action: DiffusionState) -> torch.Tensor:
+        """Exact joint log-density, summed over atoms (mask respected) and fields; shape (B,)."""
+        m = self.mask.to(self.types_mean.dtype)
+        types = _normal_log_prob(action.types, self.types_mean, self.types_std[:, None, None]).sum(-1)
+        frac = wrapped_normal_log_prob(action.frac, self.frac_mean, self.frac_std[:, None, None].expand_as(self.frac_mean)).sum(-1)
+        lattice = _normal_log_prob(action.lattice, self.lattice_mean, self.lattice_std[:, None, None]).sum((-1, -2))
+        return ((types + frac) * m).sum(-1) + lattice
+
+    def kl(self, other: StepDistribution) -> torch.Tensor:
+        """KL(self || other) for shared stds, closed form; shape (B,).
+
+        For the wrapped coordinates this is the KL of the unwrapped Gaussians on the minimal-image
+        mean difference: exact as std -> 0 and an upper bound otherwise (wrapping cannot raise KL).
+        """
+        m = self.mask.to(self.types_mean.dtype)
+        types = ((self.types_mean - other.types_mean) ** 2).sum(-1) / (2 * self.types_std[:, None] ** 2)
+        frac = (minimal_image(self.frac_mean - other.frac_mean) ** 2).sum(-1) / (2 * self.frac_std[:, None] ** 2)
+        lattice = ((self.lattice_mean - other.lattice_mean) ** 2).sum((-1, -2)) / (2 * self.lattice_std**2)
+        return ((types + frac) * m).sum(-1) + lattice
+
+
+def _normal_log_prob(x, mean, std):
+    return -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class PriorSpec:
+    """What a checkpoint must record to rebuild its policy: data vocabulary and noise settings."""
+
+    elements: list[int]  # atomic numbers of the type channels
+    num_atoms: dict[int, int]  # the training distribution of atoms per cell
+    lattice_scale: float  # Å; lattices are modelled divided by this
+    fingerprint: str = ""  # of the training data
+    num_timesteps: int = 1000
+    sigma_min: float = 0.005
+    sigma_max: float = 0.5
+    name: str = ""
+    extra: dict = field(default_factory=dict)  # recipe and metrics, for humans
+
+
+class DiffusionPolicy(nn.Module):
+    """Pretrained crystal diffusion model with the policy contract of DESIGN.md."""
+
+    def __init__(self, spec: PriorSpec, denoiser: DenoiserConfig, num_steps: int = 100):
+        super().__init__()
+        if denoiser.num_types != len(spec.elements):
+            raise ValueError(f"denoiser has {denoiser.num_types} type channels but the vocabulary has {len(spec.elements)} elements")
+        self.spec = spec
+        self.network = CSPDenoiser(denoiser)
+        self.schedules = Schedules(spec.num_timesteps, spec.sigma_min, spec.sigma_max)
+        self._z_to_channel = {z: i for i, z in enumerate(spec.elements)}
+        self.set_num_steps(num_steps)
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def n_max(self) -> int:
+        return max(self.spec.num_atoms)
+
+    @property
+    def num_types(self) -> int:
+        return len(self.spec.elements)
+
+    def set_num_steps(self, num_steps: int) -> None:
+        """Respace the sampler to T steps of the training grid (T = 1..num_timesteps)."""
+        self.num_steps = num_steps
+        taus = self.schedules.respaced(num_steps)
+        if hasattr(self, "taus"):
+            self.taus = taus.to(self.taus.device)
+        else:
+            self.register_buffer("taus", taus, persistent=False)
+
+    def frozen_copy(self) -> DiffusionPolicy:
+        """A copy whose weights never train: the KL reference."""
+        prior = copy.deepcopy(self)
+        prior.requires_grad_(False)
+        return prior.eval()
+
+    # ------------------------------------------------------------------ conversion
+    def encode(self, batch: CrystalBatch) -> DiffusionState:
+        unknown = sorted({int(z) for z in batch.atom_types[batch.mask]} - set(self._z_to_channel))
+        if unknown:
+            raise ValueError(f"elements {unknown} are not in this prior's vocabulary {self.spec.elements}")
+        channels = np.vectorize(lambda z: self._z_to_channel.get(int(z), 0))(batch.atom_types)
+        mask = torch.as_tensor(batch.mask, device=self.device)
+        types = torch.nn.functional.one_hot(torch.as_tensor(channels, device=self.device), self.num_types).float()
+        types = types * mask[..., None]
+        frac = torch.as_tensor(np.remainder(batch.frac_coords, 1.0), dtype=torch.float32, device=self.device) * mask[..., None]
+        lattice = torch.as_tensor(batch.lattice / self.spec.lattice_scale, dtype=torch.float32, device=self.device)
+        return DiffusionState(types, frac, lattice, mask)
+
+    def decode(self, state: DiffusionState) -> CrystalBatch:
+        """Atom types by argmax over channels, lattice back in Å."""
+        elements = np.asarray(self.spec.elements)
+        mask = state.mask.cpu().numpy()
+        atom_types = np.where(mask, elements[state.types.argmax(-1).cpu().numpy()], 0)
+        frac = np.remainder(state.frac.detach().cpu().double().numpy(), 1.0) * mask[..., None]
+        lattice = state.lattice.detach().cpu().double().numpy() * self.spec.lattice_scale
+        return CrystalBatch(atom_types, frac, lattice, mask)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, x0: DiffusionState, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """DiffCSP's denoising loss at uniformly drawn training timesteps."""
+        b, n, k = x0.types.shape
+        dev = x0.types.device
+        sch = self.schedules
+        t = torch.randint(1, sch.num_timesteps + 1, (b,), generator=generator, device=dev)
+        ab = sch.alpha_bar[t]
+        sigma = sch.sigma[t]
+        mask = x0.mask.to(x0.types.dtype)[..., None]
+
+        def noise(*shape):
+            return torch.randn(shape, generator=generator, device=dev)
+
+        eps_l, eps_a, z_f = noise(b, 3, 3), noise(b, n, k) * mask, noise(b, n, 3) * mask
+        lattice_t = ab.sqrt()[:, None, None] * x0.lattice + (1 - ab).sqrt()[:, None, None] * eps_l
+        types_t = (ab.sqrt()[:, None, None] * x0.types + (1 - ab).sqrt()[:, None, None] * eps_a) * mask
+        frac_t = wrap(x0.frac + sigma[:, None, None] * z_f) * mask
+        target_f = wrapped_normal_score(sigma[:, None, None] * z_f, sigma[:, None, None].expand_as(z_f))
+        target_f = target_f / sch.score_norm[t].sqrt()[:, None, None] * mask
+
+        pred_a, pred_f, pred_l = self.network(types_t, frac_t, lattice_t, x0.mask, t.float() / sch.num_timesteps)
+        atoms = mask.sum().clamp(min=1)
+        parts = {
+            "lattice": ((pred_l - eps_l) ** 2).mean(),
+            "frac": ((pred_f - target_f) ** 2 * mask).sum() / (3 * atoms),
+            "types": ((pred_a - eps_a) ** 2 * mask).sum() / (k * atoms),
+        }
+        parts["loss"] = sum(LOSS_WEIGHTS[name] * parts[name] for name in LOSS_WEIGHTS)
+        return parts
+
+    # ------------------------------------------------------------------ the MDP
+    def initial_state(
+        self, batch_size: int, generator: torch.Generator | None = None, num_atoms: torch.Tensor | None = None
+    ) -> DiffusionState:
+        """x_T: N from the training distribution (unless given), U[0,1) coordinates, N(0, I) lattice and types."""
+        dev = self.device
+        if num_atoms is None:
+            sizes = torch.tensor(list(self.spec.num_atoms), device=dev)
+            weights = torch.tensor(list(self.spec.num_atoms.values()), dtype=torch.float, device=dev)
+            num_atoms = sizes[torch.multinomial(weights, batch_size, replacement=True, generator=generator)]
+        num_atoms = torch.as_tensor(num_atoms, device=dev)
+        mask = torch.arange(self.n_max, device=dev)[None] < num_atoms[:, None]
+        m = mask[..., None].float()
+        types = torch.randn((batch_size, self.n_max, self.num_types), generator=generator, device=dev) * m
+        frac = torch.rand((batch_size, self.n_max, 3), generator=generator, device=dev) * m
+        lattice = torch.randn((batch_size, 3, 3), generator=generator, device=dev)
+        return DiffusionState(types, frac, lattice, mask)
+
+    def step_distribution(self, state: DiffusionState, k: torch.Tensor | int) -> StepDistribution:
+        """p_theta(x_{k-1} | x_k) for step indices k in 1..T (a scalar or one per crystal)."""
+        k = torch.as_tensor(k, device=self.device).expand(len(state))
+        if k.min() < 1 or k.max() > self.num_steps:
+            raise ValueError(f"step index must be in 1..{self.num_steps}, got {k.min().item()}..{k.max().item()}")
+        sch = self.schedules
+        t, s = self.taus[k], self.taus[k - 1]
+        pred_a, pred_f, pred_l = self.network(state.types, state.frac, state.lattice, state.mask, t.float() / sch.num_timesteps)
+        mask = state.mask.to(state.types.dtype)[..., None]
+
+        ab_t, ab_s = sch.alpha_bar[t], sch.alpha_bar[s]
+        alpha = ab_t / ab_s
+        beta = 1 - alpha
+        coef = (beta / (1 - ab_t).sqrt())[:, None, None]
+        last = s == 0
+        ddpm_std = torch.where(last, beta, beta * (1 - ab_s) / (1 - ab_t)).sqrt()
+        lattice_mean = (state.lattice - coef * pred_l) / alpha.sqrt()[:, None, None]
+        types_mean = (state.types - coef * pred_a) / alpha.sqrt()[:, None, None] * mask
+
+        sig_t, sig_s = sch.sigma[t], sch.sigma[s]
+        step_var = sig_t**2 - sig_s**2
+        frac_std = torch.where(last, step_var, sig_s**2 * step_var / sig_t**2).sqrt()
+        score = pred_f * sch.score_norm[t].sqrt()[:, None, None]
+        frac_mean = wrap(state.frac + step_var[:, None, None] * score) * mask
+        return StepDistribution(types_mean, ddpm_std, frac_mean, frac_std, lattice_mean, ddpm_std, state.mask)
+
+    def sample(self, state: DiffusionState, k, generator: torch.Generator | None = None) -> tuple[DiffusionState, torch.Tensor]:
+        dist = self.step_distribution(state, k)
+        action = dist.sample(generator)
+        return action, dist.log_prob(action)
+
+    def log_prob(self, state: DiffusionState, action: DiffusionState, k) -> torch.Tensor:
+        return self.step_distribution(state, k).log_prob(action)
+
+    def kl(self, reference: DiffusionPolicy, state: DiffusionState, k) -> torch.Tensor:
+        """KL(self || reference) of the step at `state`, closed form; the reference gets no gradient."""
+        with torch.no_grad():
+            ref = reference.step_distribution(state, k)
+        return self.step_distribution(state, k).kl(ref)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        num: int,
+        seed: int = 0,
+        batch_size: int = 256,
+        num_atoms: torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> CrystalBatch:
+        """Run the whole reverse process for `num` crystals, reproducibly for a given seed."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        batches = []
+        bar = tqdm(total=num * self.num_steps, desc="sampling", unit="step", disable=not progress)
+        for start in range(0, num, batch_size):
+            size = min(batch_size, num - start)
+            sizes = None if num_atoms is None else num_atoms[start : start + size]
+            state = self.initial_state(size, generator, sizes)
+            for k in range(self.num_steps, 0, -1):
+                state = self.step_distribution(state, k).sample(generator)
+                bar.update(size)
+            batches.append(self.decode(state))
+        bar.close()
+        return CrystalBatch(*(np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(CrystalBatch)))

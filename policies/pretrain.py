@@ -1,0 +1,184 @@
+"""Pretraining the crystal diffusion prior on a CDVAE-format dataset, with exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ..crystal import CrystalBatch
+from ..datasets import CrystalDataset, read_csv
+from .checkpoint import atomic_save, save_policy
+from .diffusion import DiffusionPolicy, DiffusionState, PriorSpec
+from .network import DenoiserConfig
+
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+RESUMABLE = {"epochs", "device", "out"}  # settings a resumed run may change
+
+
+@dataclass
+class PretrainConfig:
+    data: str
+    out: str
+    epochs: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    hidden: int = 128
+    layers: int = 4
+    frequencies: int = 10
+    num_timesteps: int = 1000
+    split_seed: int = 0
+    seed: int = 0
+    checkpoint_every: int = 5  # epochs
+    name: str = ""
+    device: str = "cpu"
+
+
+def split_dataset(data: CrystalDataset, seed: int) -> dict[str, CrystalDataset]:
+    """The train/val/test split that pretraining uses; rebuild it anywhere from the seed."""
+    return data.split(SPLIT_FRACTIONS, seed)
+
+
+def _size_bucketed_batches(sizes: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    # Crystals of similar size share a batch, so little compute goes to padding.
+    order = rng.permutation(len(sizes))
+    order = order[np.argsort(sizes[order], kind="stable")]
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(chunks)
+    return chunks
+
+
+def _take(state: DiffusionState, idx: np.ndarray) -> DiffusionState:
+    sub = state.index(torch.as_tensor(idx))
+    n = int(sub.mask.sum(1).max())
+    return DiffusionState(sub.types[:, :n], sub.frac[:, :n], sub.lattice, sub.mask[:, :n])
+
+
+def _lr(cfg: PretrainConfig, step: int, total: int) -> float:
+    return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
+
+
+def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDataset) -> DiffusionPolicy:
+    stats = train.stats()
+    spec = PriorSpec(
+        elements=data.stats().elements,  # the whole file's vocabulary, so held-out crystals encode too
+        num_atoms=stats.num_atoms,
+        lattice_scale=float(np.mean([s.volume ** (1 / 3) for s in train.structures])),
+        fingerprint=data.stats().fingerprint,
+        num_timesteps=cfg.num_timesteps,
+        name=cfg.name or Path(cfg.data).name.split(".")[0],
+        extra={"split_seed": cfg.split_seed, "split_fractions": list(SPLIT_FRACTIONS), "data": Path(cfg.data).name},
+    )
+    net = DenoiserConfig(num_types=len(spec.elements), hidden=cfg.hidden, layers=cfg.layers, frequencies=cfg.frequencies)
+    return DiffusionPolicy(spec, net)
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Train, checkpointing every few epochs to OUT/last.pt; returns OUT/prior.pt (EMA weights)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "last.pt"
+    saved = torch.load(state_path, map_location="cpu", weights_only=False) if resume and state_path.exists() else None
+    if saved is not None:
+        changed = {k: (saved["config"].get(k), v) for k, v in asdict(cfg).items() if k not in RESUMABLE and saved["config"].get(k) != v}
+        if changed:
+            raise ValueError(f"--resume with a different configuration (saved, now): {changed}")
+
+    data = read_csv(cfg.data, skip_bad=True, progress=progress)
+    if data.skipped:
+        print(f"skipped {len(data.skipped)} unreadable rows of {cfg.data}, first: row {data.skipped[0][0]}: {data.skipped[0][1]}")
+    splits = split_dataset(data, cfg.split_seed)
+    device = torch.device(cfg.device)
+    policy = build_policy(cfg, data, splits["train"]).to(device)
+    ema = policy.frozen_copy()
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    start_epoch, step = 0, 0
+    if saved is not None:
+        policy.network.load_state_dict(saved["model"])
+        ema.network.load_state_dict(saved["ema"])
+        opt.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        start_epoch, step = saved["epoch"], saved["step"]
+        print(f"resuming {state_path} at epoch {start_epoch}")
+
+    train_x = policy.encode(CrystalBatch.from_structures(splits["train"].structures, policy.n_max))
+    val_x = policy.encode(CrystalBatch.from_structures(splits["val"].structures, policy.n_max))
+    sizes = train_x.mask.sum(1).cpu().numpy()
+    steps_per_epoch = math.ceil(len(sizes) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    writer = SummaryWriter(str(out / "tensorboard"), purge_step=step if saved else None)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    print(f"{policy.network.num_parameters():,} parameters; {len(sizes)} train / {len(val_x)} val crystals; {steps_per_epoch} steps per epoch")
+
+    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="pretrain", unit="epoch", disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        policy.train()
+        sums: dict[str, float] = {}
+        for idx in _size_bucketed_batches(sizes, cfg.batch_size, np.random.default_rng([cfg.seed, epoch])):
+            for group in opt.param_groups:
+                group["lr"] = _lr(cfg, step, total_steps)
+            parts = policy.loss(_take(train_x, idx).to(device), generator)
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                for e, p in zip(ema.network.parameters(), policy.network.parameters()):
+                    e.lerp_(p, 1 - cfg.ema_decay)
+            step += 1
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + float(value) / steps_per_epoch
+        for name, value in sums.items():
+            writer.add_scalar(f"train/{name}", value, epoch + 1)
+        writer.add_scalar("train/lr", _lr(cfg, step, total_steps), epoch + 1)
+        writer.add_scalar("time/epoch_s", time.perf_counter() - t0, epoch + 1)
+        bar.set_postfix(loss=f"{sums['loss']:.4f}")
+        last = epoch + 1 == cfg.epochs
+        if (epoch + 1) % cfg.checkpoint_every == 0 or last:
+            val = _validation_loss(ema, val_x, cfg, device)
+            for name, value in val.items():
+                writer.add_scalar(f"val/{name}", value, epoch + 1)
+            writer.flush()
+            ema.spec.extra.update({"epochs": epoch + 1, "steps": step, "val_loss": val["loss"], "train_loss": sums["loss"]})
+            save_policy(ema, out / "prior.pt")
+            atomic_save(
+                {
+                    "config": asdict(cfg),
+                    "model": policy.network.state_dict(),
+                    "ema": ema.network.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "generator": generator.get_state(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                },
+                state_path,
+            )
+    writer.close()
+    return out / "prior.pt"
+
+
+@torch.no_grad()
+def _validation_loss(policy: DiffusionPolicy, val_x: DiffusionState, cfg: PretrainConfig, device) -> dict[str, float]:
+    """Mean loss over the held-out split with a fixed noise seed, so epochs are comparable."""
+    policy.eval()
+    generator = torch.Generator(device=device).manual_seed(12345)
+    totals: dict[str, float] = {}
+    n = len(val_x)
+    for start in range(0, n, cfg.batch_size):
+        idx = np.arange(start, min(start + cfg.batch_size, n))
+        parts = policy.loss(_take(val_x, idx).to(device), generator)
+        for name, value in parts.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * len(idx) / n
+    return totals

@@ -171,8 +171,7 @@ def compositional_validity(composition: Composition, pauling_test: bool = True, 
     stoichs = [(int(c),) for c in counts]
     neutral_found = False
     for oxidation_states in itertools.product(*[e.oxidation_states for e in elements]):
-        neutral, _ = smact.neutral_ratios(oxidation_states, stoichs=stoichs, threshold=threshold)
-        if not neutral:
+        if not smact.neutral_ratios(oxidation_states, stoichs=stoichs, threshold=threshold):
             continue
         neutral_found = True
         if not pauling_test:

@@ -1,8 +1,9 @@
 """The crystal diffusion model as a stochastic policy over reverse-diffusion steps.
 
 Every reverse step is an explicit distribution, per field:
-- atom-type channels and lattice: Gaussian, DDPM mean, posterior std (plain beta on the last step,
-  where the posterior std is 0, so every step has a density);
+- atom-type channels and lattice: Gaussian, DDPM posterior mean from a clipped clean-crystal
+  estimate, posterior std (plain beta on the last step, where the posterior std is 0, so every
+  step has a density);
 - fractional coordinates: wrapped Gaussian, VE ancestral mean, ancestral std (sigma_1 on the last step).
 
 Step index k runs from T (pure noise) down to 1; the action of step k is the state at step k-1.
@@ -108,6 +109,7 @@ class PriorSpec:
     num_timesteps: int = 1000
     sigma_min: float = 0.005
     sigma_max: float = 0.5
+    lattice_clip: float = 5.0  # bound on |entries| of the predicted clean lattice (model units)
     name: str = ""
     extra: dict = field(default_factory=dict)  # recipe and metrics, for humans
 
@@ -237,11 +239,18 @@ class DiffusionPolicy(nn.Module):
         ab_t, ab_s = sch.alpha_bar[t], sch.alpha_bar[s]
         alpha = ab_t / ab_s
         beta = 1 - alpha
-        coef = (beta / (1 - ab_t).sqrt())[:, None, None]
         last = s == 0
         ddpm_std = torch.where(last, beta, beta * (1 - ab_s) / (1 - ab_t)).sqrt()
-        lattice_mean = (state.lattice - coef * pred_l) / alpha.sqrt()[:, None, None]
-        types_mean = (state.types - coef * pred_a) / alpha.sqrt()[:, None, None] * mask
+        # Posterior mean through a clipped x0 estimate: near t = T, alpha_bar ~ 0 and the plain
+        # eps-form mean divides the network's error by sqrt(alpha), so samples would blow up.
+        c_x0 = (ab_s.sqrt() * beta / (1 - ab_t))[:, None, None]
+        c_xt = (alpha.sqrt() * (1 - ab_s) / (1 - ab_t))[:, None, None]
+        root_ab, root_1mab = ab_t.sqrt()[:, None, None], (1 - ab_t).sqrt()[:, None, None]
+        clip = self.spec.lattice_clip
+        lattice_x0 = ((state.lattice - root_1mab * pred_l) / root_ab).clamp(-clip, clip)
+        types_x0 = ((state.types - root_1mab * pred_a) / root_ab).clamp(0.0, 1.0)
+        lattice_mean = c_x0 * lattice_x0 + c_xt * state.lattice
+        types_mean = (c_x0 * types_x0 + c_xt * state.types) * mask
 
         sig_t, sig_s = sch.sigma[t], sch.sigma[s]
         step_var = sig_t**2 - sig_s**2

@@ -8,6 +8,7 @@ Timesteps are integers 1..T on the training grid; 0 is clean data.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -56,25 +57,30 @@ def score_second_moment(sigma: torch.Tensor, grid: int = 4001, chunk: int = 100)
     return torch.cat(moments).to(sigma.dtype)
 
 
+@functools.lru_cache(maxsize=8)
+def _tables(num_timesteps: int, sigma_min: float, sigma_max: float, cosine_s: float):
+    t = torch.arange(num_timesteps + 1, dtype=torch.float64)
+    f = torch.cos((t / num_timesteps + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
+    alpha_bar = (f / f[0]).clamp(min=1e-8)
+    # Clip per-step betas at 0.999 as Nichol & Dhariwal do, then rebuild alpha_bar from them.
+    betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+    log_sigmas = torch.linspace(math.log(sigma_min), math.log(sigma_max), num_timesteps, dtype=torch.float64)
+    sigmas = torch.cat([torch.zeros(1, dtype=torch.float64), torch.exp(log_sigmas)])
+    norm = torch.cat([torch.ones(1, dtype=torch.float64), score_second_moment(sigmas[1:])])
+    return alpha_bar.float(), sigmas.float(), norm.float()
+
+
 class Schedules(torch.nn.Module):
     """Per-timestep constants of all three noise processes, indexed 0..T (0 = clean)."""
 
     def __init__(self, num_timesteps: int = 1000, sigma_min: float = 0.005, sigma_max: float = 0.5, cosine_s: float = 0.008):
         super().__init__()
         self.num_timesteps = num_timesteps
-        t = torch.arange(num_timesteps + 1, dtype=torch.float64)
-        f = torch.cos((t / num_timesteps + cosine_s) / (1 + cosine_s) * math.pi / 2) ** 2
-        alpha_bar = (f / f[0]).clamp(min=1e-8)
-        # Clip per-step betas at 0.999 as Nichol & Dhariwal do, then rebuild alpha_bar from them.
-        betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-        alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
-        sigmas = torch.cat(
-            [torch.zeros(1, dtype=torch.float64), torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), num_timesteps, dtype=torch.float64))]
-        )
-        norm = torch.cat([torch.ones(1, dtype=torch.float64), score_second_moment(sigmas[1:])])
-        self.register_buffer("alpha_bar", alpha_bar.float())
-        self.register_buffer("sigma", sigmas.float())
-        self.register_buffer("score_norm", norm.float())
+        alpha_bar, sigma, norm = _tables(num_timesteps, sigma_min, sigma_max, cosine_s)
+        self.register_buffer("alpha_bar", alpha_bar.clone())
+        self.register_buffer("sigma", sigma.clone())
+        self.register_buffer("score_norm", norm.clone())
 
     def respaced(self, num_steps: int) -> torch.Tensor:
         """Training-grid timesteps visited by a T-step sampler, with 0 prepended: [0, tau_1, ..., tau_T]."""

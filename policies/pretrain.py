@@ -70,10 +70,12 @@ def _lr(cfg: PretrainConfig, step: int, total: int) -> float:
 
 def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDataset) -> DiffusionPolicy:
     stats = train.stats()
+    scale = float(np.mean([s.volume ** (1 / 3) for s in train.structures]))
     spec = PriorSpec(
         elements=data.stats().elements,  # the whole file's vocabulary, so held-out crystals encode too
         num_atoms=stats.num_atoms,
-        lattice_scale=float(np.mean([s.volume ** (1 / 3) for s in train.structures])),
+        lattice_scale=scale,
+        lattice_clip=1.5 * max(float(np.abs(s.lattice.matrix).max()) / scale for s in train.structures),
         fingerprint=data.stats().fingerprint,
         num_timesteps=cfg.num_timesteps,
         name=cfg.name or Path(cfg.data).name.split(".")[0],
@@ -99,6 +101,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         print(f"skipped {len(data.skipped)} unreadable rows of {cfg.data}, first: row {data.skipped[0][0]}: {data.skipped[0][1]}")
     splits = split_dataset(data, cfg.split_seed)
     device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)  # the initial weights
     policy = build_policy(cfg, data, splits["train"]).to(device)
     ema = policy.frozen_copy()
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -139,7 +142,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                     e.lerp_(p, 1 - cfg.ema_decay)
             step += 1
             for name, value in parts.items():
-                sums[name] = sums.get(name, 0.0) + float(value) / steps_per_epoch
+                sums[name] = sums.get(name, 0.0) + value.item() / steps_per_epoch
         for name, value in sums.items():
             writer.add_scalar(f"train/{name}", value, epoch + 1)
         writer.add_scalar("train/lr", _lr(cfg, step, total_steps), epoch + 1)
@@ -180,5 +183,5 @@ def _validation_loss(policy: DiffusionPolicy, val_x: DiffusionState, cfg: Pretra
         idx = np.arange(start, min(start + cfg.batch_size, n))
         parts = policy.loss(_take(val_x, idx).to(device), generator)
         for name, value in parts.items():
-            totals[name] = totals.get(name, 0.0) + float(value) * len(idx) / n
+            totals[name] = totals.get(name, 0.0) + value.item() * len(idx) / n
     return totals

@@ -1,0 +1,206 @@
+"""Generation metrics of CDVAE (Xie et al. 2022) and DiffCSP (Jiao et al. 2023), computed as they define them.
+
+- validity: structural (all distances >= 0.5 Å, volume >= 0.1 Å^3) and compositional (SMACT);
+- COV-R / COV-P: CrystalNN "ops" site fingerprints averaged per structure, Magpie composition
+  fingerprints scaled by CDVAE's constants, and the published per-dataset cutoffs. Precision is
+  divided by all generated crystals, so invalid ones count as uncovered;
+- Wasserstein distances of density and number of elements, valid samples against the reference;
+- uniqueness (distinct structures among valid samples, StructureMatcher) and novelty (fraction of
+  the unique valid samples that match no training structure). These two are not in the CDVAE table;
+  they follow the usual MatterGen-style definitions.
+
+A leaf over crystal.py: the trainer imports it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import warnings
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+from scipy.spatial.distance import cdist
+from scipy.stats import wasserstein_distance
+from tqdm import tqdm
+
+from ..crystal import compositional_validity, lattice_validity, structural_validity
+
+# (structure cutoff, composition cutoff), from CDVAE's COV_Cutoffs
+COV_CUTOFFS = {
+    "mp_20": (0.4, 10.0),
+    "mpts_52": (0.4, 10.0),
+    "carbon_24": (0.2, 4.0),
+    "perov_5": (0.2, 4.0),
+}
+METRIC_KEYS = (
+    "struct_validity",
+    "comp_validity",
+    "validity",
+    "uniqueness",
+    "novelty",
+    "cov_recall",
+    "cov_precision",
+    "wdist_density",
+    "wdist_num_elements",
+)
+_SCALER = json.loads((Path(__file__).parent / "magpie_scaler.json").read_text())
+
+
+@functools.cache
+def _featurizers():
+    from matminer.featurizers.composition.composite import ElementProperty
+    from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
+
+    return CrystalNNFingerprint.from_preset("ops"), ElementProperty.from_preset("magpie", impute_nan=False)
+
+
+def _fingerprint_one(structure: Structure) -> tuple[np.ndarray | None, np.ndarray]:
+    site_fp, comp_fp = _featurizers()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            comp = np.asarray(comp_fp.featurize(structure.composition), dtype=float)
+        except Exception:  # an empty composition
+            comp = np.full(len(_SCALER["means"]), np.nan)
+        if len(structure) == 0 or not lattice_validity(structure.lattice.matrix):
+            return None, comp
+        try:
+            sites = [site_fp.featurize(structure, i) for i in range(len(structure))]
+        except Exception:  # CDVAE counts a crystal whose fingerprint fails as uncovered
+            return None, comp
+    return np.mean(sites, axis=0), comp
+
+
+def fingerprints(structures: Sequence[Structure], workers: int | None = None, progress: bool = False):
+    """CrystalNN structure fingerprints (None where CrystalNN fails) and scaled Magpie composition fingerprints."""
+    workers = workers or os.cpu_count() or 1
+    iterator = (
+        ProcessPoolExecutor(workers).map(_fingerprint_one, structures, chunksize=8)
+        if workers > 1 and len(structures) > 16
+        else map(_fingerprint_one, structures)
+    )
+    results = list(tqdm(iterator, total=len(structures), desc="fingerprints", disable=not progress))
+    struct = [r[0] for r in results]
+    comp = np.array([r[1] for r in results])
+    comp = np.nan_to_num((comp - np.asarray(_SCALER["means"])) / np.asarray(_SCALER["stds"]), nan=0.0)
+    return struct, comp
+
+
+def coverage(gen_struct, gen_comp, ref_struct, ref_comp, struct_cutoff: float, comp_cutoff: float) -> tuple[float, float]:
+    """COV-R (share of reference crystals with a close generated one) and COV-P (the converse)."""
+    n_gen = len(gen_struct)
+    ok = [i for i, fp in enumerate(gen_struct) if fp is not None]
+    ref_ok = [i for i, fp in enumerate(ref_struct) if fp is not None]
+    if not ok or not ref_ok:
+        return 0.0, 0.0
+    s = cdist(np.array([gen_struct[i] for i in ok]), np.array([ref_struct[i] for i in ref_ok]))
+    c = cdist(gen_comp[ok], ref_comp[ref_ok])
+    recall = np.mean((s.min(axis=0) <= struct_cutoff) & (c.min(axis=0) <= comp_cutoff))
+    precision = np.sum((s.min(axis=1) <= struct_cutoff) & (c.min(axis=1) <= comp_cutoff)) / n_gen
+    return float(recall), float(precision)
+
+
+def _by_formula(structures: Sequence[Structure]) -> dict[str, list[int]]:
+    groups = defaultdict(list)
+    for i, s in enumerate(structures):
+        groups[s.composition.reduced_formula].append(i)
+    return groups
+
+
+def unique_indices(structures: Sequence[Structure], matcher: StructureMatcher | None = None) -> list[int]:
+    """One representative (the first) of each group of matching structures."""
+    matcher = matcher or StructureMatcher()
+    keep = []
+    for indices in _by_formula(structures).values():
+        representatives: list[int] = []
+        for i in indices:
+            if not any(matcher.fit(structures[i], structures[j]) for j in representatives):
+                representatives.append(i)
+        keep.extend(representatives)
+    return sorted(keep)
+
+
+def novel_mask(structures: Sequence[Structure], train: Sequence[Structure], matcher: StructureMatcher | None = None) -> np.ndarray:
+    matcher = matcher or StructureMatcher()
+    train_groups = _by_formula(train)
+    novel = np.ones(len(structures), dtype=bool)
+    for formula, indices in _by_formula(structures).items():
+        for i in indices:
+            novel[i] = not any(matcher.fit(structures[i], train[j]) for j in train_groups.get(formula, []))
+    return novel
+
+
+def validity_flags(structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
+    struct = np.array([bool(structural_validity(s)) for s in structures], dtype=bool)
+    comp = np.array([bool(compositional_validity(s.composition)) for s in structures], dtype=bool)
+    return struct, comp
+
+
+def evaluate(
+    samples: Sequence[Structure],
+    reference: Sequence[Structure],
+    train: Sequence[Structure] | None = None,
+    dataset: str | None = None,
+    cutoffs: tuple[float, float] | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, float | int | None]:
+    """All generation metrics of `samples` against a reference set (and a training set for novelty).
+
+    Coverage cutoffs come from `dataset` (a key of COV_CUTOFFS) or `cutoffs`; without either, COV is None.
+    """
+    if not samples:
+        raise ValueError("no samples to evaluate")
+    if not reference:
+        raise ValueError("the reference set is empty")
+    if cutoffs is None and dataset is not None:
+        if dataset not in COV_CUTOFFS:
+            raise ValueError(f"no published COV cutoffs for {dataset!r}; known: {', '.join(COV_CUTOFFS)}")
+        cutoffs = COV_CUTOFFS[dataset]
+    struct_ok, comp_ok = validity_flags(samples)
+    valid = struct_ok & comp_ok
+    valid_samples = [s for s, v in zip(samples, valid) if v]
+    result: dict[str, float | int | None] = {
+        "num_samples": len(samples),
+        "struct_validity": float(struct_ok.mean()),
+        "comp_validity": float(comp_ok.mean()),
+        "validity": float(valid.mean()),
+    }
+    unique = [valid_samples[i] for i in unique_indices(valid_samples)]
+    result["uniqueness"] = len(unique) / len(valid_samples) if valid_samples else 0.0
+    result["novelty"] = float(novel_mask(unique, train).mean()) if train is not None and unique else None
+
+    if cutoffs is not None:
+        # As in CDVAE, a crystal counts in coverage unless it cannot be built (here: a broken cell)
+        # or its fingerprint fails; merely invalid crystals keep their fingerprints.
+        gen_struct, gen_comp = fingerprints(samples, workers, progress)
+        ref_struct, ref_comp = fingerprints(reference, workers, progress)
+        result["cov_recall"], result["cov_precision"] = coverage(gen_struct, gen_comp, ref_struct, ref_comp, *cutoffs)
+    else:
+        result["cov_recall"] = result["cov_precision"] = None
+
+    if valid_samples:
+        result["wdist_density"] = float(wasserstein_distance([s.density for s in valid_samples], [s.density for s in reference]))
+        result["wdist_num_elements"] = float(
+            wasserstein_distance([len(s.composition) for s in valid_samples], [len(s.composition) for s in reference])
+        )
+    else:
+        result["wdist_density"] = result["wdist_num_elements"] = None
+    return result
+
+
+def format_table(metrics: dict) -> str:
+    rows = [(k, metrics.get(k)) for k in ("num_samples",) + METRIC_KEYS if k in metrics]
+    width = max(len(k) for k, _ in rows)
+    lines = []
+    for key, value in rows:
+        text = "n/a" if value is None else (f"{value:d}" if isinstance(value, int) else f"{value:.4f}")
+        lines.append(f"{key:<{width}}  {text}")
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""The `latticegym` command: pretrain, sample, evaluate, train, bench, envs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DATASET_HINTS = {"perov": "perov_5", "carbon": "carbon_24", "mpts": "mpts_52", "mp_20": "mp_20", "mp20": "mp_20"}
+
+
+def _guess_dataset(*paths: str) -> str | None:
+    for path in paths:
+        name = Path(path).name.lower()
+        for hint, dataset in DATASET_HINTS.items():
+            if hint in name:
+                return dataset
+    return None
+
+
+def _load_split(source: str, split: str | None, seed: int, default_split: str):
+    """A CSV path (optionally our seeded split of it), or a known dataset name (its canonical split)."""
+    from .datasets import KNOWN_DATASETS, load, read_csv
+    from .policies.pretrain import split_dataset
+
+    if not Path(source).exists() and source in KNOWN_DATASETS:
+        data = load(source, split or default_split, skip_bad=True, progress=True)
+    else:
+        data = read_csv(source, skip_bad=True, progress=True)
+        data = split_dataset(data, seed)[split] if split else data
+    if data.skipped:
+        print(f"{source}: skipped {len(data.skipped)} unreadable rows (first: row {data.skipped[0][0]}: {data.skipped[0][1]})", file=sys.stderr)
+    return data
+
+
+def cmd_evaluate(args) -> int:
+    from .benchmarks.metrics import evaluate, format_table
+
+    samples = _load_split(args.samples, None, args.split_seed, "test")
+    reference = _load_split(args.reference, args.reference_split, args.split_seed, "test")
+    train = _load_split(args.train, args.train_split, args.split_seed, "train") if args.train else None
+    dataset = args.dataset or _guess_dataset(args.reference, args.samples)
+    if dataset is None:
+        print("note: dataset not recognised from the file names; pass --dataset for COV cutoffs", file=sys.stderr)
+    skipped = len(samples.skipped)
+    metrics = evaluate(samples.structures, reference.structures, train.structures if train else None, dataset=dataset, workers=args.workers, progress=True)
+    if skipped:
+        # Unreadable sample rows are failures, not omissions: count them as invalid.
+        total = metrics["num_samples"] + skipped
+        for key in ("struct_validity", "comp_validity", "validity"):
+            metrics[key] = metrics[key] * metrics["num_samples"] / total
+        metrics["num_samples"] = total
+    metrics["dataset"] = dataset
+    print(format_table(metrics))
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=1))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .policies.pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hidden=args.hidden,
+        layers=args.layers,
+        seed=args.seed,
+        split_seed=args.split_seed,
+        checkpoint_every=args.checkpoint_every,
+        device=args.device,
+        name=args.name or "",
+    )
+    path = pretrain(cfg, resume=args.resume)
+    print(f"prior written to {path}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from .datasets import write_csv
+    from .policies.checkpoint import load_prior
+
+    policy = load_prior(args.prior, num_steps=args.steps, device=args.device)
+    with torch.no_grad():
+        batch = policy.generate(args.num, seed=args.seed, batch_size=args.batch_size, progress=True)
+    structures = batch.to_structures()
+    write_csv(structures, args.out)
+    print(f"wrote {len(structures)} crystals to {args.out}")
+    return 0
+
+
+def cmd_not_yet(args) -> int:
+    print(f"latticegym {args.command}: not available in this version yet", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latticegym", description="Crystal generation as reinforcement learning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("evaluate", help="CDVAE/DiffCSP generation metrics of a CSV of crystals")
+    p.add_argument("--samples", required=True, help="CSV with a cif column (CDVAE format)")
+    p.add_argument("--reference", required=True, help="reference CSV(.gz), or a dataset name (its test split), for coverage and Wasserstein distances")
+    p.add_argument("--train", help="training CSV(.gz), or a dataset name (its train split), for novelty")
+    p.add_argument("--reference-split", choices=["train", "val", "test"], help="use this split of the --reference file, split as pretraining splits it")
+    p.add_argument("--train-split", choices=["train", "val", "test"], help="use this split of --train")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--dataset", choices=["perov_5", "carbon_24", "mp_20", "mpts_52"], help="COV cutoffs (default: from file names)")
+    p.add_argument("--workers", type=int, help="processes for fingerprints (default: all cores)")
+    p.add_argument("--out", help="write the metrics as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("pretrain", help="train a crystal diffusion prior on a CDVAE-format CSV")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=1000, help="may be raised on --resume (the cosine LR schedule then stretches)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=5, help="epochs between checkpoints")
+    p.add_argument("--name", help="prior name recorded in the checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("sample", help="sample crystals from a prior into a CDVAE-format CSV")
+    p.add_argument("--prior", required=True, help="shipped prior name (perov_5, carbon_24) or checkpoint path")
+    p.add_argument("--num", type=int, required=True)
+    p.add_argument("--steps", type=int, default=100, help="reverse-diffusion steps T")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sample)
+
+    for name, text in [("train", "fine-tune a prior with RL"), ("bench", "run a benchmark suite"), ("envs", "list registered environments")]:
+        p = sub.add_parser(name, help=f"{text} (not available yet)")
+        p.set_defaults(func=cmd_not_yet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        print(f"latticegym {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from latticegym.cli import main
+from latticegym.datasets import write_csv
+
+from helpers import diamond, perovskite, rocksalt
+
+SUBCOMMANDS = ["evaluate", "pretrain", "sample", "train", "bench", "envs"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "latticegym.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_subcommands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: latticegym " + name in capsys.readouterr().out
+
+
+def test_evaluate_writes_json(tmp_path):
+    samples = write_csv([perovskite(), rocksalt(), diamond()], tmp_path / "samples.csv")
+    reference = write_csv([perovskite(), diamond()], tmp_path / "perov_ref.csv")
+    out = tmp_path / "metrics.json"
+    result = run_cli("evaluate", "--samples", str(samples), "--reference", str(reference), "--train", str(reference), "--out", str(out), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    for key in ("struct_validity", "comp_validity", "uniqueness", "novelty", "cov_recall", "cov_precision", "wdist_density", "wdist_num_elements"):
+        assert key in metrics
+    assert metrics["dataset"] == "perov_5"  # guessed from the reference file name
+    assert metrics["novelty"] == pytest.approx(1 / 3)  # only rocksalt is new
+    assert "cov_recall" in result.stdout
+
+
+def test_evaluate_counts_unreadable_sample_rows_as_invalid(tmp_path):
+    samples = write_csv([perovskite(), rocksalt()], tmp_path / "samples.csv")
+    text = samples.read_text().replace("_cell_length_a", "_cell_length_q", 1)
+    samples.write_text(text)
+    reference = write_csv([perovskite()], tmp_path / "ref.csv")
+    out = tmp_path / "m.json"
+    result = run_cli("evaluate", "--samples", str(samples), "--reference", str(reference), "--dataset", "perov_5", "--out", str(out), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["num_samples"] == 2 and metrics["validity"] == 0.5
+    assert "skipped 1 unreadable rows" in result.stderr
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    result = run_cli("evaluate", "--samples", str(tmp_path / "nope.csv"), "--reference", str(tmp_path / "nope.csv"))
+    assert result.returncode == 1
+    assert "nope.csv: no such file" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["train", "bench", "envs"])
+def test_unbuilt_subcommands_say_so(name):
+    result = run_cli(name)
+    assert result.returncode == 2 and "not available" in result.stderr

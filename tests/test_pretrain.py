@@ -1,0 +1,90 @@
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from latticegym.cli import main
+from latticegym.datasets import read_csv, write_csv
+from latticegym.policies.checkpoint import load_policy
+from latticegym.policies import pretrain as pretrain_module
+from latticegym.policies.pretrain import PretrainConfig, pretrain
+
+from helpers import perovskite
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    structures = []
+    for i, (a, b) in enumerate([("Sr", "Ti"), ("Ba", "Ti"), ("Ca", "Zr"), ("Sr", "Zr"), ("Ba", "Hf")] * 4):
+        s = perovskite()
+        s.replace_species({"Sr": a, "Ti": b})
+        s.scale_lattice(s.volume * (1 + 0.02 * i))
+        s.perturb(0.05)
+        structures.append(s)
+    return write_csv(structures, tmp_path / "tiny.csv")
+
+
+def _config(data, out, epochs):
+    return PretrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=8, hidden=16, layers=1, frequencies=2, checkpoint_every=1)
+
+
+def test_pretrain_writes_a_loadable_prior_with_metadata(tiny_data, tmp_path):
+    path = pretrain(_config(tiny_data, tmp_path / "run", 2), progress=False)
+    policy = load_policy(path)
+    spec = policy.spec
+    assert spec.elements == [8, 20, 22, 38, 40, 56, 72]
+    assert spec.num_atoms == {5: 16}  # the training split: 80% of 20
+    assert spec.fingerprint == read_csv(tiny_data).stats().fingerprint
+    assert spec.extra["epochs"] == 2 and spec.extra["split_seed"] == 0
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert len(events.Scalars("val/loss")) == 2
+
+
+def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path, monkeypatch):
+    straight = pretrain(_config(tiny_data, tmp_path / "a", 3), progress=False)
+
+    real_save = pretrain_module.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        if obj.get("epoch") == 1:
+            raise KeyboardInterrupt("killed right after the first checkpoint")
+
+    monkeypatch.setattr(pretrain_module, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(_config(tiny_data, tmp_path / "b", 3), progress=False)
+    monkeypatch.setattr(pretrain_module, "atomic_save", real_save)
+    resumed = pretrain(_config(tiny_data, tmp_path / "b", 3), resume=True, progress=False)
+
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    assert load_policy(straight).spec.extra["val_loss"] == load_policy(resumed).spec.extra["val_loss"]
+    events = EventAccumulator(str(tmp_path / "b" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+
+
+def test_resume_refuses_a_changed_config(tiny_data, tmp_path):
+    pretrain(_config(tiny_data, tmp_path / "c", 1), progress=False)
+    changed = _config(tiny_data, tmp_path / "c", 2)
+    changed.lr = 0.5
+    with pytest.raises(ValueError, match="different configuration.*lr"):
+        pretrain(changed, resume=True, progress=False)
+
+
+def test_cli_pretrain_then_sample(tiny_data, tmp_path):
+    out = tmp_path / "cli"
+    assert main(["pretrain", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--hidden", "16", "--layers", "1", "--batch-size", "8"]) == 0
+    samples = tmp_path / "s.csv"
+    assert main(["sample", "--prior", str(out / "prior.pt"), "--num", "5", "--steps", "4", "--seed", "3", "--out", str(samples)]) == 0
+    data = read_csv(samples, skip_bad=True)
+    assert len(data) + len(data.skipped) == 5
+
+
+def test_sample_unknown_prior_is_a_clear_error(tmp_path, capsys):
+    assert main(["sample", "--prior", "nope", "--num", "1", "--out", str(tmp_path / "x.csv")]) == 1
+    assert "no prior named 'nope'" in capsys.readouterr().err

@@ -1,1 +1,1 @@
-"""benchmarks"""
+"""Generation metrics, task suites and benchmark scripts."""

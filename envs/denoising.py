@@ -1,0 +1,260 @@
+"""The denoising MDP: one episode is one reverse-diffusion trajectory of T steps.
+
+Observation: the noisy crystal in model space, padded to N_max, plus `t`, the steps left.
+Action: the next, less noisy crystal (`types`, `frac`, `lattice`), same shapes as the state.
+Reward: 0 until t reaches 0; then the final crystal is decoded and scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from ..policies import DiffusionPolicy, DiffusionState, load_prior
+from ..rewards.base import Reward, RewardResult
+from .tasks import Task, get_task
+
+ACTION_FIELDS = ("types", "frac", "lattice")
+
+
+def single_spaces(policy: DiffusionPolicy, num_steps: int) -> tuple[spaces.Dict, spaces.Dict]:
+    n, k = policy.n_max, policy.num_types
+    unbounded = lambda shape: spaces.Box(-np.inf, np.inf, shape, np.float32)  # noqa: E731
+    observation = spaces.Dict(
+        {
+            "types": unbounded((n, k)),
+            "frac": spaces.Box(0.0, 1.0, (n, 3), np.float32),
+            "lattice": unbounded((3, 3)),
+            "mask": spaces.MultiBinary(n),
+            "t": spaces.Discrete(num_steps + 1),
+        }
+    )
+    # Fractional coordinates may leave [0, 1): the env wraps them.
+    action = spaces.Dict({"types": unbounded((n, k)), "frac": unbounded((n, 3)), "lattice": unbounded((3, 3))})
+    return observation, action
+
+
+def state_to_obs(state: DiffusionState, t: int) -> dict[str, np.ndarray]:
+    b = len(state)
+    return {
+        "types": state.types.detach().cpu().numpy().astype(np.float32),
+        "frac": state.frac.detach().cpu().numpy().astype(np.float32),
+        "lattice": state.lattice.detach().cpu().numpy().astype(np.float32),
+        "mask": state.mask.cpu().numpy().astype(np.int8),
+        "t": np.full(b, t, dtype=np.int64),
+    }
+
+
+def obs_to_state(obs: dict[str, np.ndarray], device: torch.device | str = "cpu") -> DiffusionState:
+    """Batched observation -> model state (the agent's side of the MDP)."""
+    as_t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)  # noqa: E731
+    return DiffusionState(as_t(obs["types"]), as_t(obs["frac"]), as_t(obs["lattice"]), torch.as_tensor(np.asarray(obs["mask"]), device=device).bool())
+
+
+def action_to_state(action: dict[str, np.ndarray], mask: torch.Tensor, batch_size: int, policy: DiffusionPolicy) -> DiffusionState:
+    """Check an action (batched) and turn it into the next state: wrap coordinates, zero padding."""
+    if not isinstance(action, dict) or set(action) != set(ACTION_FIELDS):
+        got = sorted(action) if isinstance(action, dict) else type(action).__name__
+        raise ValueError(f"action must be a dict with keys {list(ACTION_FIELDS)}, got {got}")
+    n, k = policy.n_max, policy.num_types
+    expected = {"types": (batch_size, n, k), "frac": (batch_size, n, 3), "lattice": (batch_size, 3, 3)}
+    arrays = {}
+    for name in ACTION_FIELDS:
+        arr = np.asarray(action[name], dtype=np.float64)
+        if arr.shape != expected[name]:
+            raise ValueError(f"action[{name!r}] has shape {arr.shape}, expected {expected[name]}")
+        bad = ~np.isfinite(arr)
+        if name != "lattice":
+            bad &= mask.cpu().numpy()[..., None]  # padding entries are ignored
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            raise ValueError(f"action[{name!r}] contains NaN or inf at index {tuple(int(i) for i in where)}")
+        arrays[name] = torch.as_tensor(arr, dtype=torch.float32, device=mask.device)
+    m = mask[..., None].float()
+    types = torch.nan_to_num(arrays["types"]) * m
+    frac = torch.remainder(torch.nan_to_num(arrays["frac"]), 1.0) * m
+    return DiffusionState(types, frac, arrays["lattice"], mask)
+
+
+class PriorAgent:
+    """The pretrained policy as a ready agent: `act(obs)` samples the prior's reverse step."""
+
+    def __init__(self, policy: DiffusionPolicy, seed: int | None = None):
+        self.policy = policy
+        self.generator = torch.Generator(device=policy.device)
+        self.seed(seed)
+
+    def seed(self, seed: int | None) -> None:
+        self.generator.manual_seed(np.random.SeedSequence(seed).generate_state(1)[0].item())
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batched = np.ndim(obs["t"]) == 1
+        if not batched:
+            obs = {key: np.asarray(v)[None] for key, v in obs.items()}
+        state = obs_to_state(obs, self.policy.device)
+        k = torch.as_tensor(np.asarray(obs["t"]), device=self.policy.device)
+        nxt = self.policy.step_distribution(state, k).sample(self.generator)
+        action = {name: getattr(nxt, name).cpu().numpy() for name in ACTION_FIELDS}
+        return action if batched else {key: v[0] for key, v in action.items()}
+
+
+def _resolve(task: str | Task | None, prior, reward, num_steps, device) -> tuple[Task | None, DiffusionPolicy, Reward, int]:
+    task = get_task(task) if isinstance(task, str) else task
+    if prior is None:
+        if task is None:
+            raise ValueError("give a task, or a prior (name, path or DiffusionPolicy) and a reward")
+        prior = task.prior
+    if reward is None:
+        if task is None:
+            raise ValueError("give a reward: any callable taking a list of Structures and returning a RewardResult")
+        reward = task.make_reward()
+    if not callable(reward):
+        raise TypeError(f"reward must be callable on a list of Structures, got {type(reward).__name__}")
+    num_steps = num_steps or (task.num_steps if task else 100)
+    policy = prior if isinstance(prior, DiffusionPolicy) else load_prior(prior, num_steps=num_steps, device=device)
+    policy.set_num_steps(num_steps)
+    return task, policy, reward, num_steps
+
+
+class _Denoising:
+    """The lockstep core shared by the single and the vector env."""
+
+    def _setup(self, task, prior, reward, num_steps, device, num_envs: int) -> None:
+        self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device)
+        self.policy.requires_grad_(False)
+        self.prior = PriorAgent(self.policy)
+        self.batch = num_envs
+        self.t = 0
+        self.state: DiffusionState | None = None
+        self.last_result: RewardResult | None = None
+        self.last_structures: list = []
+
+    def _reset_core(self, rng: np.random.Generator, options: dict | None) -> dict[str, np.ndarray]:
+        options = options or {}
+        generator = torch.Generator(device=self.policy.device).manual_seed(int(rng.integers(2**62)))
+        num_atoms = options.get("num_atoms")
+        if num_atoms is not None:
+            num_atoms = torch.as_tensor(np.broadcast_to(num_atoms, (self.batch,)).copy(), device=self.policy.device)
+            if num_atoms.min() < 1 or num_atoms.max() > self.policy.n_max:
+                raise ValueError(f"num_atoms must be in 1..{self.policy.n_max}, got {num_atoms.tolist()}")
+        self.state = self.policy.initial_state(self.batch, generator, num_atoms)
+        self.t = self.num_steps
+        self.last_result = None
+        return state_to_obs(self.state, self.t)
+
+    def _step_core(self, action) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
+        if self.state is None or self.t == 0:
+            raise RuntimeError("call reset() before step(): the episode has ended")
+        self.state = action_to_state(action, self.state.mask, self.batch, self.policy)
+        self.t -= 1
+        rewards = np.zeros(self.batch)
+        infos: list[dict] = [{} for _ in range(self.batch)]
+        if self.t == 0:
+            structures = self.policy.decode(self.state).to_structures()
+            result = self.reward(structures)
+            rewards = np.asarray(result.values, dtype=float)
+            for i, s in enumerate(structures):
+                infos[i] = {"structure": s, **result.info(i)}
+                if self.task is not None:
+                    infos[i]["success"] = self.task.is_success(result, i)
+            self.last_result, self.last_structures = result, structures
+        terminated = np.full(self.batch, self.t == 0)
+        return state_to_obs(self.state, self.t), rewards, terminated, infos
+
+    def _ansi(self, i: int = 0) -> str:
+        if self.state is None:
+            return "not reset\n"
+        s = self.policy.decode(self.state.index(slice(i, i + 1))).structure(0)
+        a, b, c = s.lattice.abc
+        alpha, beta, gamma = s.lattice.angles
+        return (
+            f"step {self.num_steps - self.t}/{self.num_steps} (t={self.t})  {s.composition.reduced_formula} ({len(s)} atoms)\n"
+            f"  a={a:.3f} b={b:.3f} c={c:.3f} Å  alpha={alpha:.1f} beta={beta:.1f} gamma={gamma:.1f}\n"
+        )
+
+
+class CrystalDenoisingEnv(_Denoising, gym.Env):
+    """One crystal per episode. `env.unwrapped.prior.act(obs)` gives the pretrained policy's action."""
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, task=None, prior=None, reward=None, num_steps: int | None = None, render_mode: str | None = None, device: str = "cpu"):
+        self._setup(task, prior, reward, num_steps, device, num_envs=1)
+        self.observation_space, self.action_space = single_spaces(self.policy, self.num_steps)
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.render_mode = render_mode
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.prior.seed(seed)
+        obs = self._reset_core(self.np_random, options)
+        return {k: v[0] for k, v in obs.items()}, {}
+
+    def step(self, action):
+        batched = {k: np.asarray(v)[None] for k, v in action.items()} if isinstance(action, dict) else action
+        obs, rewards, terminated, infos = self._step_core(batched)
+        return {k: v[0] for k, v in obs.items()}, float(rewards[0]), bool(terminated[0]), False, infos[0]
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return self._ansi()
+        return None
+
+
+class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
+    """B crystals denoised in lockstep, scored in one reward call at t = 0 (the agents' fast path).
+
+    Autoreset is next-step: the call after the final step resets every crystal and ignores its action.
+    """
+
+    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 8, task=None, prior=None, reward=None, num_steps: int | None = None, render_mode: str | None = None, device: str = "cpu"):
+        self._setup(task, prior, reward, num_steps, device, num_envs=num_envs)
+        self.num_envs = num_envs
+        self.single_observation_space, self.single_action_space = single_spaces(self.policy, self.num_steps)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.render_mode = render_mode
+        self._needs_reset = False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.prior.seed(seed)
+        self._needs_reset = False
+        return self._reset_core(self.np_random, options), {}
+
+    def step(self, actions):
+        if self._needs_reset:
+            obs, _ = self.reset()
+            zeros = np.zeros(self.num_envs, dtype=bool)
+            return obs, np.zeros(self.num_envs), zeros, zeros, {}
+        obs, rewards, terminated, infos = self._step_core(actions)
+        self._needs_reset = bool(terminated.all())
+        return obs, rewards, terminated, np.zeros(self.num_envs, dtype=bool), self._merge(infos)
+
+    def _merge(self, infos: list[dict]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for i, info in enumerate(infos):
+            merged = self._add_info(merged, info, i)
+        return merged
+
+    @property
+    def structures(self) -> Sequence:
+        """The final crystals of the last finished episode."""
+        return self.last_structures
+
+    def render(self):
+        if self.render_mode == "ansi":
+            return "".join(self._ansi(i) for i in range(self.num_envs))
+        return None

@@ -1,0 +1,89 @@
+"""The registered tasks: which prior, which reward, what counts as success, and what a step costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+COST_CHEAP, COST_SINGLE_POINT, COST_RELAXATION = "cheap", "MLIP single-point", "MLIP relaxation"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    prior: str
+    reward: str  # a registered reward name (latticegym.rewards.registry)
+    target: str  # for humans
+    cost: str
+    success: tuple[tuple[str, str, Any], ...]  # (property, "<=" | ">=" | "in", value); all must hold
+    reward_kwargs: dict = field(default_factory=dict)
+    num_steps: int = 100
+
+    @property
+    def env_id(self) -> str:
+        return f"LatticeGym/{self.name}-v0"
+
+    def make_reward(self):
+        from ..rewards.registry import make
+
+        return make(self.reward, **self.reward_kwargs)
+
+    def is_success(self, result, i: int) -> bool:
+        if not result.ok[i]:
+            return False
+        for prop, op, value in self.success:
+            x = float(result.properties[prop][i])
+            if not np.isfinite(x):
+                return False
+            if op == "<=" and not x <= value:
+                return False
+            if op == ">=" and not x >= value:
+                return False
+            if op == "in" and not value[0] <= x <= value[1]:
+                return False
+        return True
+
+
+TASKS = {
+    t.name: t
+    for t in [
+        Task("PerovskiteLowHHI", "perov_5", "low_hhi", "HHI (production) <= 1250", COST_CHEAP, (("hhi", "<=", 1250.0),)),
+        Task(
+            "PerovskiteFormationEnergy",
+            "perov_5",
+            "formation_energy",
+            "CHGNet formation energy <= -1.5 eV/atom (lower is better)",
+            COST_SINGLE_POINT,
+            (("formation_energy", "<=", -1.5),),
+        ),
+        Task("PerovskiteBandGap", "perov_5", "band_gap_window", "predicted band gap in [1.5, 3.0] eV", COST_CHEAP, (("band_gap", "in", (1.5, 3.0)),)),
+        Task("PerovskiteMagnet", "perov_5", "magnetic_density", "CHGNet magnetic density >= 0.05 μB/Å^3", COST_SINGLE_POINT, (("magnetic_density", ">=", 0.05),)),
+        Task(
+            "PerovskiteMagnetLowHHI",
+            "perov_5",
+            "magnet_low_hhi",
+            "min of the magnet and HHI rewards; success: both targets",
+            COST_SINGLE_POINT,
+            (("magnetic_density", ">=", 0.05), ("hhi", "<=", 1250.0)),
+        ),
+        Task("CarbonDensity", "carbon_24", "density_target", "density 3.6 ± 0.05 g/cm^3", COST_CHEAP, (("density", "in", (3.55, 3.65)),)),
+        Task(
+            "CarbonLowEnergy",
+            "carbon_24",
+            "carbon_low_energy",
+            "CHGNet energy above diamond <= 0.05 eV/atom",
+            COST_SINGLE_POINT,
+            (("energy_above_reference", "<=", 0.05),),
+        ),
+        Task("CarbonBulkModulus", "carbon_24", "bulk_modulus", "CHGNet bulk modulus >= 400 GPa (superhard)", COST_RELAXATION, (("bulk_modulus", ">=", 400.0),)),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    key = name.removeprefix("LatticeGym/").removesuffix("-v0")
+    if key not in TASKS:
+        raise KeyError(f"no task {name!r}; tasks: {', '.join(TASKS)}")
+    return TASKS[key]

@@ -1,0 +1,99 @@
+"""The reward contract: a batch of Structures in, a RewardResult out, never an exception for a bad crystal."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from pymatgen.core import Structure
+
+log = logging.getLogger(__name__)
+
+COST_CLASSES = ("cheap", "mlip_single_point", "mlip_relaxation")
+
+
+@dataclass
+class RewardResult:
+    """Per-crystal rewards of a batch. `ok[i]` is False where crystal i could not be scored, and `reasons[i]` says why."""
+
+    values: np.ndarray
+    properties: dict[str, np.ndarray] = field(default_factory=dict)
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    ok: np.ndarray | None = None
+    reasons: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=float)
+        n = len(self.values)
+        self.ok = np.ones(n, dtype=bool) if self.ok is None else np.asarray(self.ok, dtype=bool)
+        self.reasons = [""] * n if self.reasons is None else list(self.reasons)
+        for name, arr in {**self.properties, **self.components}.items():
+            if len(arr) != n:
+                raise ValueError(f"{name!r} has {len(arr)} entries for a batch of {n}")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def info(self, i: int) -> dict:
+        """What an env puts in `info` for crystal i."""
+        return {
+            "reward": float(self.values[i]),
+            "ok": bool(self.ok[i]),
+            "reason": self.reasons[i],
+            "properties": {k: float(v[i]) for k, v in self.properties.items()},
+            "components": {k: float(v[i]) for k, v in self.components.items()},
+        }
+
+
+@runtime_checkable
+class Reward(Protocol):
+    def __call__(self, structures: Sequence[Structure]) -> RewardResult: ...
+
+
+@dataclass
+class PropertyValues:
+    """Raw values of one property for a batch; NaN with a reason where it failed."""
+
+    values: np.ndarray
+    reasons: list[str]
+
+
+class PropertySource(ABC):
+    """Something that computes one raw property per crystal: an MLIP, a predictor, a formula.
+
+    Subclasses implement `compute` for a batch and may raise; `__call__` isolates failures to the
+    crystals that caused them and counts every evaluation.
+    """
+
+    name: str = "property"
+    unit: str = ""
+    cost: str = "cheap"
+
+    def __init__(self) -> None:
+        self.evaluations = 0
+
+    @abstractmethod
+    def compute(self, structures: Sequence[Structure]) -> Sequence[float]:
+        """Raw values for a batch (NaN allowed)."""
+
+    def __call__(self, structures: Sequence[Structure]) -> PropertyValues:
+        structures = list(structures)
+        self.evaluations += len(structures)
+        return self._evaluate(structures)
+
+    def _evaluate(self, structures: list[Structure]) -> PropertyValues:
+        if not structures:
+            return PropertyValues(np.zeros(0), [])
+        try:
+            values = np.asarray(self.compute(structures), dtype=float)
+        except Exception as exc:
+            if len(structures) == 1:
+                log.debug("%s failed on %s", self.name, structures[0].composition, exc_info=True)
+                return PropertyValues(np.array([np.nan]), [f"{self.name} failed: {type(exc).__name__}: {exc}"])
+            # Find the culprits one by one rather than failing the whole batch.
+            parts = [self._evaluate([s]) for s in structures]
+            return PropertyValues(np.concatenate([p.values for p in parts]), [p.reasons[0] for p in parts])
+        return PropertyValues(values, ["" if np.isfinite(v) else f"{self.name} is not finite" for v in values])

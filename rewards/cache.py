@@ -1,0 +1,67 @@
+"""Never evaluate the same crystal twice: a cache keyed by structure, up to symmetry and tolerance."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+from .base import PropertySource, PropertyValues
+
+
+class Cached(PropertySource):
+    """Wraps a property source; a crystal that matches (StructureMatcher) one seen before reuses its value.
+
+    Matching is tried only within the same reduced formula, so lookups stay cheap. Duplicates within
+    one batch are evaluated once too. `evaluations` counts real evaluations only; `hits` counts reuses.
+    """
+
+    def __init__(self, source: PropertySource, matcher: StructureMatcher | None = None):
+        self.source = source
+        self.name, self.unit, self.cost = source.name, source.unit, source.cost
+        self.matcher = matcher or StructureMatcher()
+        self._store: dict[str, list[tuple[Structure, float, str]]] = defaultdict(list)
+        self.hits = 0
+
+    @property
+    def evaluations(self) -> int:
+        return self.source.evaluations
+
+    def compute(self, structures: Sequence[Structure]):
+        return self(structures).values
+
+    def _lookup(self, structure: Structure, formula: str) -> tuple[float, str] | None:
+        for other, value, reason in self._store[formula]:
+            if len(other) == len(structure) and self.matcher.fit(structure, other):
+                return value, reason
+        return None
+
+    def __call__(self, structures: Sequence[Structure]) -> PropertyValues:
+        structures = list(structures)
+        values = np.full(len(structures), np.nan)
+        reasons = [""] * len(structures)
+        pending: list[int] = []
+        duplicate_of: dict[int, int] = {}
+        for i, s in enumerate(structures):
+            formula = s.composition.reduced_formula
+            found = self._lookup(s, formula)
+            if found is not None:
+                values[i], reasons[i] = found
+                self.hits += 1
+                continue
+            twin = next((j for j in pending if structures[j].composition.reduced_formula == formula and self.matcher.fit(s, structures[j])), None)
+            if twin is None:
+                pending.append(i)
+            else:
+                duplicate_of[i] = twin
+                self.hits += 1
+        result = self.source([structures[i] for i in pending])
+        for i, value, reason in zip(pending, result.values, result.reasons):
+            values[i], reasons[i] = value, reason
+            self._store[structures[i].composition.reduced_formula].append((structures[i], value, reason))
+        for i, j in duplicate_of.items():
+            values[i], reasons[i] = values[j], reasons[j]
+        return PropertyValues(values, reasons)

@@ -1,0 +1,117 @@
+"""The standard reward: guards, then property sources shaped into components, combined, then filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+from pymatgen.core import Structure
+
+from ..crystal import compositional_validity, structural_validity
+from .base import PropertySource, RewardResult
+from .shaping import Identity, combine
+
+
+@dataclass
+class Objective:
+    """One shaped property: `shaping(source(structure))` becomes the component `name`."""
+
+    source: PropertySource
+    shaping: Callable[[np.ndarray], np.ndarray] = Identity()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.source.name
+
+
+@dataclass
+class Guards:
+    """Checks before any property is computed; a crystal that fails one is a failure with a reason.
+
+    `min_elements` guards against the single-element winners that reward hacking produces.
+    """
+
+    structural_validity: bool = True
+    compositional_validity: bool = False
+    min_elements: int = 1
+
+    def check(self, structure: Structure) -> str:
+        if self.structural_validity:
+            v = structural_validity(structure)
+            if not v:
+                return f"invalid structure: {v.reason}"
+        if len(structure.composition.elements) < self.min_elements:
+            return f"{structure.composition.reduced_formula} has fewer than {self.min_elements} elements"
+        if self.compositional_validity:
+            v = compositional_validity(structure.composition)
+            if not v:
+                return f"invalid composition: {v.reason}"
+        return ""
+
+
+class Filter(Protocol):
+    """Post-processing of combined rewards (diversity, SUN); returns new values and its own components."""
+
+    def __call__(self, structures: Sequence[Structure], values: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]: ...
+
+
+class CompositeReward:
+    def __init__(
+        self,
+        objectives: Sequence[Objective],
+        combine: str = "mean",
+        weights: dict[str, float] | None = None,
+        guards: Guards | None = None,
+        failure_value: float = 0.0,
+        filters: Sequence[Filter] = (),
+    ):
+        if not objectives:
+            raise ValueError("a reward needs at least one objective")
+        self.objectives = list(objectives)
+        self.how = combine
+        self.weights = weights
+        self.guards = guards or Guards()
+        self.failure_value = failure_value
+        self.filters = list(filters)
+
+    @property
+    def sources(self) -> list[PropertySource]:
+        unique: dict[int, PropertySource] = {}
+        for obj in self.objectives:
+            unique.setdefault(id(obj.source), obj.source)
+        for f in self.filters:
+            for source in getattr(f, "sources", []):
+                unique.setdefault(id(source), source)
+        return list(unique.values())
+
+    @property
+    def evaluations(self) -> int:
+        """Property evaluations so far, over every source this reward uses."""
+        return sum(s.evaluations for s in self.sources)
+
+    def __call__(self, structures: Sequence[Structure]) -> RewardResult:
+        structures = list(structures)
+        n = len(structures)
+        reasons = [self._guard(s) for s in structures]
+        properties = {obj.name: np.full(n, np.nan) for obj in self.objectives}
+        for obj in self.objectives:
+            idx = [i for i in range(n) if not reasons[i]]
+            result = obj.source([structures[i] for i in idx])
+            properties[obj.name][idx] = result.values
+            for i, reason in zip(idx, result.reasons):
+                reasons[i] = reason
+        ok = np.array([not r for r in reasons], dtype=bool)
+        components = {obj.name: np.where(ok, obj.shaping(np.nan_to_num(properties[obj.name])), 0.0) for obj in self.objectives}
+        values = np.where(ok, combine(components, self.how, self.weights), self.failure_value)
+        for f in self.filters:
+            values, extra_properties, extra_components = f(structures, values, ok)
+            properties.update(extra_properties)
+            components.update(extra_components)
+        return RewardResult(values, properties, components, ok, reasons)
+
+    def _guard(self, structure: Structure) -> str:
+        try:
+            return self.guards.check(structure)
+        except Exception as exc:  # a crystal too broken even to check
+            return f"invalid structure: {type(exc).__name__}: {exc}"

@@ -1,0 +1,107 @@
+"""Property sources and rewards by name: what task definitions and reward configs refer to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymatgen.core import Lattice, Structure
+
+from .base import PropertySource
+from .cache import Cached
+from .composite import CompositeReward, Guards, Objective
+from .filters import DiversityFilter
+from .properties import HHI, BulkModulus, Density, EnergyAboveReference, EnergyPerAtom, FormationEnergy, MagneticDensity
+from .shaping import SHAPINGS
+
+SOURCES: dict[str, type[PropertySource]] = {
+    "hhi": HHI,
+    "density": Density,
+    "energy_per_atom": EnergyPerAtom,
+    "formation_energy": FormationEnergy,
+    "magnetic_density": MagneticDensity,
+    "bulk_modulus": BulkModulus,
+}
+
+
+def make_source(name: str, **kwargs) -> PropertySource:
+    if name == "band_gap":
+        from .band_gap import BandGap
+
+        return BandGap(**kwargs)
+    if name not in SOURCES:
+        raise KeyError(f"no property source named {name!r}; known: {', '.join(sorted(SOURCES) + ['band_gap'])}")
+    return SOURCES[name](**kwargs)
+
+
+def build_composite(
+    objectives: list[dict[str, Any]],
+    combine: str = "mean",
+    weights: dict[str, float] | None = None,
+    guards: dict[str, Any] | None = None,
+    failure_value: float = 0.0,
+    diversity: dict[str, Any] | None = None,
+    cache: bool = True,
+) -> CompositeReward:
+    """A reward from plain data, e.g. {"objectives": [{"source": "hhi", "shaping": {"kind": "descending", "lo": 1250, "hi": 5000}}]}."""
+    built = []
+    for spec in objectives:
+        spec = dict(spec)
+        unknown = set(spec) - {"source", "kwargs", "shaping", "name"}
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)} in objective {spec}")
+        source = make_source(spec["source"], **spec.get("kwargs", {}))
+        if cache and source.cost != "cheap":
+            source = Cached(source)
+        shaping_spec = dict(spec.get("shaping", {"kind": "identity"}))
+        kind = shaping_spec.pop("kind")
+        if kind not in SHAPINGS:
+            raise ValueError(f"unknown shaping {kind!r}; known: {', '.join(SHAPINGS)}")
+        built.append(Objective(source, SHAPINGS[kind](**shaping_spec), spec.get("name", "")))
+    filters = [DiversityFilter(**diversity)] if diversity else []
+    return CompositeReward(built, combine, weights, Guards(**(guards or {})), failure_value, filters)
+
+
+def _shaped(source: str, kind: str, kwargs: dict | None = None, **shaping) -> dict:
+    return {"source": source, "kwargs": kwargs or {}, "shaping": {"kind": kind, **shaping}}
+
+
+def low_hhi(max_hhi: float = 1250.0, worst: float = 5000.0, **options) -> CompositeReward:
+    return build_composite([_shaped("hhi", "descending", lo=max_hhi, hi=worst)], **options)
+
+
+def density_target(target: float = 3.6, width: float = 0.5, **options) -> CompositeReward:
+    return build_composite([_shaped("density", "target", target=target, width=width)], **options)
+
+
+def formation_energy(best: float = -2.5, worst: float = 0.0, relax: bool = False, **options) -> CompositeReward:
+    return build_composite([_shaped("formation_energy", "descending", {"relax": relax}, lo=best, hi=worst)], **options)
+
+
+def magnetic_density(target: float = 0.1, relax: bool = False, **options) -> CompositeReward:
+    return build_composite([_shaped("magnetic_density", "ascending", {"relax": relax}, lo=0.0, hi=target)], **options)
+
+
+def magnet_low_hhi(target: float = 0.1, max_hhi: float = 1250.0, worst: float = 5000.0, **options) -> CompositeReward:
+    options.setdefault("combine", "min")
+    return build_composite(
+        [_shaped("magnetic_density", "ascending", lo=0.0, hi=target), _shaped("hhi", "descending", lo=max_hhi, hi=worst)],
+        **options,
+    )
+
+
+def diamond() -> Structure:
+    return Structure.from_spacegroup("Fd-3m", Lattice.cubic(3.567), ["C"], [[0, 0, 0]]).get_primitive_structure()
+
+
+def carbon_low_energy(worst: float = 1.0, relax: bool = False, **options) -> CompositeReward:
+    objective = Objective(Cached(EnergyAboveReference(diamond(), relax=relax)), SHAPINGS["descending"](lo=0.0, hi=worst))
+    guards = Guards(**options.pop("guards", {}))
+    return CompositeReward([objective], guards=guards, **options)
+
+
+def bulk_modulus(target: float = 400.0, floor: float = 100.0, relax: bool = True, **options) -> CompositeReward:
+    return build_composite([_shaped("bulk_modulus", "ascending", {"relax": relax}, lo=floor, hi=target)], **options)
+
+
+def band_gap_window(lo: float = 1.5, hi: float = 3.0, margin: float = 0.5, **options) -> CompositeReward:
+    return build_composite([_shaped("band_gap", "window", lo=lo, hi=hi, margin=margin)], **options)

@@ -1,0 +1,137 @@
+"""Machine-learned interatomic potentials: batched single points and ASE relaxations.
+
+CHGNet is the default; its weights ship inside its wheel. Any matgl `Potential` works too, by
+local path or by hub name (`matgl.load_model` downloads it when the machine has a network).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+MAX_ABS_ENERGY_PER_ATOM = 50.0  # eV/atom; beyond this the model has left its training domain
+MAX_FORCE = 1000.0  # eV/Å
+
+
+@dataclass
+class SinglePoint:
+    energy_per_atom: float  # eV/atom
+    forces: np.ndarray  # (N, 3) eV/Å
+    stress: np.ndarray  # (3, 3) GPa
+    magmoms: np.ndarray | None  # (N,) μB, where the model predicts them
+
+
+@dataclass
+class Relaxed:
+    structure: Structure
+    energy_per_atom: float
+    steps: int
+    converged: bool
+
+
+class MLIPError(RuntimeError):
+    """A prediction or relaxation that produced nonsense (NaN, explosion, timeout)."""
+
+
+@functools.cache
+def _chgnet(device: str):
+    from chgnet.model import CHGNet
+
+    return CHGNet.load(use_device=device, verbose=False)
+
+
+@functools.cache
+def _matgl_potential(name_or_path: str):
+    import matgl
+
+    return matgl.load_model(Path(name_or_path) if Path(name_or_path).exists() else name_or_path)
+
+
+class MLIP:
+    """One potential, loaded once per process and shared by every property source that asks for the same one."""
+
+    def __init__(self, model: str = "chgnet", device: str = "cpu", batch_size: int = 32):
+        self.model_name = model
+        self.device = device
+        self.batch_size = batch_size
+
+    @property
+    def is_chgnet(self) -> bool:
+        return self.model_name.lower() == "chgnet"
+
+    def calculator(self):
+        if self.is_chgnet:
+            from chgnet.model import CHGNetCalculator
+
+            return CHGNetCalculator(model=_chgnet(self.device), use_device=self.device)
+        from matgl.ext.ase import PESCalculator
+
+        return PESCalculator(_matgl_potential(self.model_name))
+
+    def predict(self, structures: Sequence[Structure]) -> list[SinglePoint]:
+        """Energies, forces, stresses (and CHGNet magmoms) for a batch; raises MLIPError on nonsense."""
+        structures = list(structures)
+        if self.is_chgnet:
+            raw = _chgnet(self.device).predict_structure(structures, task="efsm", batch_size=self.batch_size)
+            raw = [raw] if isinstance(raw, dict) else raw
+            points = [SinglePoint(float(r["e"]), np.asarray(r["f"]), _voigt_or_matrix(r["s"]), np.asarray(r["m"])) for r in raw]
+        else:
+            points = [self._ase_single_point(s) for s in structures]
+        for s, p in zip(structures, points):
+            _check(p, s)
+        return points
+
+    def _ase_single_point(self, structure: Structure) -> SinglePoint:
+        atoms = AseAtomsAdaptor.get_atoms(structure)
+        atoms.calc = self.calculator()
+        energy = atoms.get_potential_energy() / len(atoms)
+        stress = atoms.get_stress(voigt=False) * 160.21766208  # eV/Å^3 -> GPa
+        return SinglePoint(float(energy), atoms.get_forces(), stress, None)
+
+    def relax(self, structure: Structure, fmax: float = 0.1, steps: int = 200, timeout_s: float = 120.0, relax_cell: bool = True) -> Relaxed:
+        """FIRE on positions (and the cell, through a Frechet cell filter) until max force < fmax."""
+        from ase.filters import FrechetCellFilter
+        from ase.optimize import FIRE
+
+        atoms = AseAtomsAdaptor.get_atoms(structure)
+        atoms.calc = self.calculator()
+        target = FrechetCellFilter(atoms) if relax_cell else atoms
+        optimizer = FIRE(target, logfile=None)
+        deadline = time.monotonic() + timeout_s
+        volume0 = atoms.get_volume()
+        n = 0
+        converged = False
+        for converged in optimizer.irun(fmax=fmax, steps=steps):
+            n += 1
+            if time.monotonic() > deadline:
+                raise MLIPError(f"relaxation timed out after {timeout_s:g} s ({n} steps)")
+            volume = atoms.get_volume()
+            if not np.isfinite(volume) or volume > 5 * volume0 or volume < volume0 / 5:
+                raise MLIPError(f"relaxation exploded: volume went from {volume0:.1f} to {volume:.1f} Å^3")
+        energy = atoms.get_potential_energy() / len(atoms)
+        if not np.isfinite(energy) or abs(energy) > MAX_ABS_ENERGY_PER_ATOM:
+            raise MLIPError(f"relaxed energy {energy} eV/atom is not physical")
+        return Relaxed(AseAtomsAdaptor.get_structure(atoms), float(energy), n, bool(converged))
+
+
+def _voigt_or_matrix(stress) -> np.ndarray:
+    s = np.asarray(stress, dtype=float)
+    if s.shape == (6,):
+        xx, yy, zz, yz, xz, xy = s
+        return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    return s.reshape(3, 3)
+
+
+def _check(point: SinglePoint, structure: Structure) -> None:
+    formula = structure.composition.reduced_formula
+    if not np.isfinite(point.energy_per_atom) or abs(point.energy_per_atom) > MAX_ABS_ENERGY_PER_ATOM:
+        raise MLIPError(f"{formula}: energy {point.energy_per_atom} eV/atom is not physical")
+    if not np.all(np.isfinite(point.forces)) or np.abs(point.forces).max(initial=0.0) > MAX_FORCE:
+        raise MLIPError(f"{formula}: forces are not finite or exceed {MAX_FORCE:g} eV/Å")

@@ -1,0 +1,170 @@
+"""Property sources: formulas (HHI, density) and MLIP-derived properties."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+
+from pymatgen.core import Structure
+
+from .base import PropertySource
+
+
+@functools.cache
+def _hhi_model():
+    from pymatgen.analysis.hhi import HHIModel
+
+    return HHIModel()
+
+
+class HHI(PropertySource):
+    """Herfindahl-Hirschman index of the elements' production (or reserves), weighted by mass fraction, as pymatgen computes it."""
+
+    name = "hhi"
+    unit = ""
+
+    def __init__(self, kind: str = "production"):
+        super().__init__()
+        if kind not in ("production", "reserve"):
+            raise ValueError(f"kind must be 'production' or 'reserve', got {kind!r}")
+        self.kind = kind
+
+    def compute(self, structures: Sequence[Structure]) -> list[float]:
+        model = _hhi_model()
+        get = model.get_hhi_production if self.kind == "production" else model.get_hhi_reserve
+        values = []
+        for s in structures:
+            missing = [e.symbol for e in s.composition.elements if (model.symbol_hhip_hhir.get(e.symbol) is None)]
+            if missing:
+                raise ValueError(f"no HHI data for {', '.join(missing)}")
+            values.append(float(get(s.composition)))
+        return values
+
+
+class Density(PropertySource):
+    name = "density"
+    unit = "g/cm^3"
+
+    def compute(self, structures: Sequence[Structure]) -> list[float]:
+        return [float(s.density) for s in structures]
+
+
+class MLIPSource(PropertySource):
+    """A property computed from MLIP energies, on the crystal as given or after relaxation."""
+
+    def __init__(self, mlip=None, relax: bool = False, fmax: float = 0.1, steps: int = 200, timeout_s: float = 120.0):
+        super().__init__()
+        from .mlip import MLIP
+
+        self.mlip = mlip or MLIP()
+        self.relax = relax
+        self.relax_kwargs = {"fmax": fmax, "steps": steps, "timeout_s": timeout_s}
+        self.cost = "mlip_relaxation" if relax else "mlip_single_point"
+
+    def prepared(self, structures: Sequence[Structure]) -> list[Structure]:
+        """The structures to evaluate: relaxed ones when `relax` is set."""
+        if not self.relax:
+            return list(structures)
+        return [self.mlip.relax(s, **self.relax_kwargs).structure for s in structures]
+
+    def energies(self, structures: Sequence[Structure]) -> np.ndarray:
+        return np.array([p.energy_per_atom for p in self.mlip.predict(self.prepared(structures))])
+
+
+class EnergyPerAtom(MLIPSource):
+    name = "energy_per_atom"
+    unit = "eV/atom"
+
+    def compute(self, structures):
+        return self.energies(structures)
+
+
+class FormationEnergy(MLIPSource):
+    """E_form per atom against MLIP-relaxed elemental references (chemical potentials)."""
+
+    name = "formation_energy"
+    unit = "eV/atom"
+
+    def __init__(self, mlip=None, relax: bool = False, references: dict[str, float] | None = None, **kwargs):
+        super().__init__(mlip, relax, **kwargs)
+        self._references = references
+
+    def chemical_potential(self, element: str) -> float:
+        from .references import elemental_references
+
+        if self._references is None or element not in self._references:
+            self._references = {**(self._references or {}), **elemental_references([element], self.mlip)}
+        return self._references[element]
+
+    def compute(self, structures):
+        energies = self.energies(structures)
+        out = []
+        for s, e in zip(structures, energies):
+            fractions = s.composition.fractional_composition.get_el_amt_dict()
+            out.append(e - sum(x * self.chemical_potential(el) for el, x in fractions.items()))
+        return out
+
+
+class EnergyAboveReference(MLIPSource):
+    """Energy per atom above a reference crystal (for carbon: above MLIP-relaxed diamond)."""
+
+    name = "energy_above_reference"
+    unit = "eV/atom"
+
+    def __init__(self, reference: Structure, mlip=None, relax: bool = False, **kwargs):
+        super().__init__(mlip, relax, **kwargs)
+        self.reference = reference
+        self._reference_energy: float | None = None
+
+    def compute(self, structures):
+        if self._reference_energy is None:
+            relaxed = self.mlip.relax(self.reference, fmax=0.02, steps=500)
+            self._reference_energy = relaxed.energy_per_atom
+        return self.energies(structures) - self._reference_energy
+
+
+class MagneticDensity(MLIPSource):
+    """Total absolute magnetic moment per volume (μB/Å^3) from CHGNet's predicted magmoms."""
+
+    name = "magnetic_density"
+    unit = "μB/Å^3"
+
+    def compute(self, structures):
+        prepared = self.prepared(structures)
+        points = self.mlip.predict(prepared)
+        if any(p.magmoms is None for p in points):
+            raise ValueError(f"{self.mlip.model_name} predicts no magnetic moments; use CHGNet")
+        return [float(np.abs(p.magmoms).sum() / s.volume) for s, p in zip(prepared, points)]
+
+
+class BulkModulus(MLIPSource):
+    """Bulk modulus (GPa) from a Birch-Murnaghan fit of MLIP energies over isotropic strains."""
+
+    name = "bulk_modulus"
+    unit = "GPa"
+
+    def __init__(self, mlip=None, relax: bool = False, max_strain: float = 0.05, points: int = 7, **kwargs):
+        super().__init__(mlip, relax, **kwargs)
+        self.scales = np.linspace(1 - max_strain, 1 + max_strain, points)
+
+    def compute(self, structures):
+        from pymatgen.analysis.eos import EOS
+
+        prepared = self.prepared(structures)
+        strained = []
+        for s in prepared:
+            for scale in self.scales:
+                t = s.copy()
+                t.scale_lattice(s.volume * scale)
+                strained.append(t)
+        energies = np.array([p.energy_per_atom for p in self.mlip.predict(strained)]).reshape(len(prepared), -1)
+        out = []
+        for s, e in zip(prepared, energies):
+            volumes = s.volume * self.scales / len(s)
+            fit = EOS("birch_murnaghan").fit(volumes, e)
+            if not volumes.min() <= fit.v0 <= volumes.max():
+                raise ValueError(f"{s.composition.reduced_formula}: E(V) has no minimum inside ±{(self.scales[-1] - 1):.0%} strain")
+            out.append(float(fit.b0_GPa))
+        return out

@@ -1,0 +1,67 @@
+"""Named rewards: `register(name, factory)`, the `latticegym.rewards` entry-point group, and dict/YAML configs."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+from .base import Reward
+
+ENTRY_POINT_GROUP = "latticegym.rewards"
+BUILTIN = ("low_hhi", "density_target", "formation_energy", "magnetic_density", "magnet_low_hhi", "carbon_low_energy", "bulk_modulus", "band_gap_window")
+_FACTORIES: dict[str, Callable[..., Reward] | str] = {name: f"latticegym.rewards.library:{name}" for name in BUILTIN}
+
+
+def register(name: str, factory: Callable[..., Reward] | str, overwrite: bool = False) -> None:
+    """Make `make(name, **kwargs)` call `factory(**kwargs)`; a "module:attr" string is imported on first use."""
+    if name in _FACTORIES and not overwrite:
+        raise ValueError(f"a reward named {name!r} is already registered")
+    _FACTORIES[name] = factory
+
+
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> list[str]:
+    return sorted(set(_FACTORIES) | set(_entry_points()))
+
+
+def _resolve(name: str) -> Callable[..., Reward]:
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        ep = _entry_points().get(name)
+        if ep is None:
+            raise KeyError(f"no reward named {name!r}; available: {', '.join(available())}")
+        factory = ep.load()
+    elif isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(__import__(module, fromlist=[attr]), attr)
+    _FACTORIES[name] = factory
+    return factory
+
+
+def make(name: str, **kwargs) -> Reward:
+    return _resolve(name)(**kwargs)
+
+
+def from_config(config: dict | str | Path) -> Reward:
+    """Build a reward from {"name": ..., "kwargs": {...}} or from the objectives spec of `build_composite`.
+
+    A string or Path is read as YAML.
+    """
+    if isinstance(config, (str, Path)):
+        import yaml
+
+        config = yaml.safe_load(Path(config).read_text())
+    if not isinstance(config, dict):
+        raise ValueError(f"a reward config is a mapping, got {type(config).__name__}")
+    if "name" in config:
+        unknown = set(config) - {"name", "kwargs"}
+        if unknown:
+            raise ValueError(f"unknown keys {sorted(unknown)} in reward config (expected name, kwargs)")
+        return make(config["name"], **config.get("kwargs", {}))
+    from .library import build_composite
+
+    return build_composite(**config)

@@ -67,7 +67,7 @@ def compute_reference(symbol: str, mlip: MLIP | None = None) -> float:
             for proto in prototypes(symbol, d0 * factor):
                 try:
                     energy = mlip.predict([proto])[0].energy_per_atom
-                except MLIPError:
+                except Exception:  # e.g. CHGNet refuses isolated atoms in a stretched cell: skip that point
                     continue
                 if best is None or energy < best[0]:
                     best = (energy, factor)

@@ -6,11 +6,13 @@ This module is the base of the package: it imports nothing else from latticegym.
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Element, Lattice, Structure
 
 MIN_DISTANCE = 0.5  # Å, CDVAE's structural-validity cutoff
@@ -205,3 +207,32 @@ def structure_from_cif(cif: str) -> Structure:
 def structure_to_cif(structure: Structure) -> str:
     return structure.to(fmt="cif")
 
+
+def _by_formula(structures: Sequence[Structure]) -> dict[str, list[int]]:
+    groups = defaultdict(list)
+    for i, s in enumerate(structures):
+        groups[s.composition.reduced_formula].append(i)
+    return groups
+
+
+def unique_indices(structures: Sequence[Structure], matcher: StructureMatcher | None = None) -> list[int]:
+    """One representative (the first) of each group of matching structures."""
+    matcher = matcher or StructureMatcher()
+    keep = []
+    for indices in _by_formula(structures).values():
+        representatives: list[int] = []
+        for i in indices:
+            if not any(matcher.fit(structures[i], structures[j]) for j in representatives):
+                representatives.append(i)
+        keep.extend(representatives)
+    return sorted(keep)
+
+
+def novel_mask(structures: Sequence[Structure], train: Sequence[Structure], matcher: StructureMatcher | None = None) -> np.ndarray:
+    matcher = matcher or StructureMatcher()
+    train_groups = _by_formula(train)
+    novel = np.ones(len(structures), dtype=bool)
+    for formula, indices in _by_formula(structures).items():
+        for i in indices:
+            novel[i] = not any(matcher.fit(structures[i], train[j]) for j in train_groups.get(formula, []))
+    return novel

@@ -18,19 +18,17 @@ import functools
 import json
 import os
 import warnings
-from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 from tqdm import tqdm
 
-from ..crystal import compositional_validity, lattice_validity, structural_validity
+from ..crystal import compositional_validity, lattice_validity, novel_mask, structural_validity, unique_indices
 
 # (structure cutoff, composition cutoff), from CDVAE's COV_Cutoffs
 COV_CUTOFFS = {
@@ -105,36 +103,6 @@ def coverage(gen_struct, gen_comp, ref_struct, ref_comp, struct_cutoff: float, c
     recall = np.mean((s.min(axis=0) <= struct_cutoff) & (c.min(axis=0) <= comp_cutoff))
     precision = np.sum((s.min(axis=1) <= struct_cutoff) & (c.min(axis=1) <= comp_cutoff)) / n_gen
     return float(recall), float(precision)
-
-
-def _by_formula(structures: Sequence[Structure]) -> dict[str, list[int]]:
-    groups = defaultdict(list)
-    for i, s in enumerate(structures):
-        groups[s.composition.reduced_formula].append(i)
-    return groups
-
-
-def unique_indices(structures: Sequence[Structure], matcher: StructureMatcher | None = None) -> list[int]:
-    """One representative (the first) of each group of matching structures."""
-    matcher = matcher or StructureMatcher()
-    keep = []
-    for indices in _by_formula(structures).values():
-        representatives: list[int] = []
-        for i in indices:
-            if not any(matcher.fit(structures[i], structures[j]) for j in representatives):
-                representatives.append(i)
-        keep.extend(representatives)
-    return sorted(keep)
-
-
-def novel_mask(structures: Sequence[Structure], train: Sequence[Structure], matcher: StructureMatcher | None = None) -> np.ndarray:
-    matcher = matcher or StructureMatcher()
-    train_groups = _by_formula(train)
-    novel = np.ones(len(structures), dtype=bool)
-    for formula, indices in _by_formula(structures).items():
-        for i in indices:
-            novel[i] = not any(matcher.fit(structures[i], train[j]) for j in train_groups.get(formula, []))
-    return novel
 
 
 def validity_flags(structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,9 @@ from latticegym.crystal import (
     canonical,
     compositional_validity,
     lattice_validity,
+    novel_mask,
     structural_validity,
+    unique_indices,
     validity,
 )
 
@@ -98,3 +100,14 @@ def test_compositional_validity_follows_smact():
     v = compositional_validity(Composition("NaF2"))
     assert not v and "no charge-neutral" in v.reason
     assert not compositional_validity(Composition())
+
+
+def test_uniqueness_and_novelty_use_structure_matching():
+    a = perovskite()
+    b = perovskite()
+    b.perturb(0.01, 0.0)
+    scaled = perovskite()
+    scaled.scale_lattice(scaled.volume * 1.05)
+    other = rocksalt()
+    assert unique_indices([a, b, scaled, other]) == [0, 3]
+    assert list(novel_mask([a, other, diamond()], [b])) == [False, True, True]

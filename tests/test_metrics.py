@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from latticegym.benchmarks.metrics import METRIC_KEYS, coverage, evaluate, novel_mask, unique_indices
+from latticegym.benchmarks.metrics import METRIC_KEYS, coverage, evaluate
 from latticegym.datasets import read_csv
 
 from helpers import diamond, perovskite, rocksalt
@@ -53,14 +53,3 @@ def test_coverage_counts_against_cutoffs():
     recall, precision = coverage(gen_s, gen_c, ref_s, ref_c, struct_cutoff=0.2, comp_cutoff=1.0)
     assert recall == 0.5  # only the first reference has a close sample
     assert precision == pytest.approx(1 / 3)  # the None fingerprint counts in the denominator
-
-
-def test_uniqueness_and_novelty_use_structure_matching():
-    a = perovskite()
-    b = perovskite()
-    b.perturb(0.01, 0.0)
-    scaled = perovskite()
-    scaled.scale_lattice(scaled.volume * 1.05)
-    other = rocksalt()
-    assert unique_indices([a, b, scaled, other]) == [0, 3]
-    assert list(novel_mask([a, other, diamond()], [b])) == [False, True, True]

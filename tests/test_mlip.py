@@ -1,0 +1,88 @@
+"""Real CHGNet (weights from its wheel) behind the reward modules."""
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from latticegym.rewards.cache import Cached
+from latticegym.rewards.composite import CompositeReward, Objective
+from latticegym.rewards.filters import DiversityFilter
+from latticegym.rewards.library import diamond
+from latticegym.rewards.mlip import MLIP, MLIPError
+from latticegym.rewards.properties import BulkModulus, EnergyAboveReference, EnergyPerAtom, FormationEnergy, MagneticDensity
+from latticegym.rewards.references import elemental_references
+from latticegym.rewards.stability import ConvexHull, EHull, SUNFilter
+
+from helpers import perovskite, rocksalt
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def mlip():
+    return MLIP()
+
+
+def test_single_points_are_batched_and_physical(mlip):
+    points = mlip.predict([perovskite(), diamond(), rocksalt()])
+    assert len(points) == 3
+    assert -10 < points[0].energy_per_atom < -5
+    assert points[1].energy_per_atom == pytest.approx(-9.06, abs=0.05)
+    assert points[0].forces.shape == (5, 3) and points[0].stress.shape == (3, 3) and points[0].magmoms.shape == (5,)
+
+
+def test_formation_energy_uses_shipped_elemental_references(mlip):
+    refs = elemental_references(["Sr", "Ti", "O"], mlip)
+    assert set(refs) == {"Sr", "Ti", "O"}
+    fe = FormationEnergy(mlip)([perovskite()])
+    assert fe.values[0] < -2.5  # SrTiO3 is strongly bound (DFT: about -3.5 eV/atom)
+    assert fe.reasons == [""]
+
+
+def test_energy_above_diamond_and_magnetism(mlip):
+    above = EnergyAboveReference(diamond(), mlip)([diamond()])
+    assert abs(above.values[0]) < 0.01
+    fe_bcc = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mag = MagneticDensity(mlip)([fe_bcc, perovskite()]).values
+    assert mag[0] > 0.1 and mag[1] < 0.02  # bcc iron is a magnet, SrTiO3 is not
+
+
+def test_bulk_modulus_of_diamond_is_superhard(mlip):
+    b = BulkModulus(mlip, relax=True)([diamond()])
+    assert 350 < b.values[0] < 500, b  # experiment: 443 GPa
+
+
+def test_relaxation_timeout_and_explosion_are_reported(mlip):
+    with pytest.raises(MLIPError, match="timed out"):
+        mlip.relax(perovskite(), timeout_s=0.0)
+    squeezed = Structure(Lattice.cubic(2.0), ["Sr", "Ti", "O", "O", "O"], perovskite().frac_coords)
+    result = EnergyPerAtom(mlip, relax=True, timeout_s=0.0)([squeezed])
+    assert not np.isfinite(result.values[0]) and "timed out" in result.reasons[0]
+
+
+def test_cached_chgnet_reward_reuses_evaluations(mlip):
+    source = EnergyPerAtom(mlip)
+    reward = CompositeReward([Objective(Cached(source))], filters=[DiversityFilter()])
+    first = reward([perovskite(), rocksalt()])
+    second = reward([perovskite(), rocksalt(), diamond()])
+    assert source.evaluations == 3
+    np.testing.assert_allclose(second.properties["energy_per_atom"][:2], first.properties["energy_per_atom"])
+
+
+def test_hull_and_sun_filter(mlip, tmp_path):
+    srtio3 = perovskite()
+    hull = ConvexHull([srtio3], mlip, cache_dir=tmp_path)
+    assert hull.e_above_hull(srtio3.composition, mlip.predict([srtio3])[0].energy_per_atom) == pytest.approx(0.0, abs=1e-6)
+    assert list(tmp_path.glob("*.json"))  # reference energies are cached on disk
+    strained = perovskite()
+    strained.scale_lattice(strained.volume * 1.3)
+    baso3 = perovskite()
+    baso3.replace_species({"Sr": "Ba"})
+    sun = SUNFilter(EHull(hull), known=[srtio3], threshold=0.1)
+    values, props, comps = sun([srtio3, strained, baso3, baso3], np.ones(4), np.ones(4, dtype=bool))
+    assert comps["novel"].tolist() == [0, 0, 1, 1]  # StructureMatcher matches up to volume scaling
+    assert comps["unique"].tolist() == [1, 0, 1, 0]
+    assert props["e_hull"][1] > 0.1  # 30% strain is far above the hull
+    assert values[0] == 0 and values[1] == 0 and values[3] == 0
+    assert sun.hull_source.evaluations == 4

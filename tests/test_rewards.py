@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+from pymatgen.analysis.hhi import HHIModel
+from pymatgen.core import Lattice, Structure
+
+from latticegym.rewards import registry
+from latticegym.rewards.base import PropertySource, Reward, RewardResult
+from latticegym.rewards.cache import Cached
+from latticegym.rewards.composite import CompositeReward, Guards, Objective
+from latticegym.rewards.filters import DiversityFilter
+from latticegym.rewards.properties import HHI, Density
+from latticegym.rewards.shaping import Ascending, Descending, Target, Threshold, Window, combine
+
+from helpers import diamond, perovskite, rocksalt
+
+
+def bad_crystals() -> dict[str, Structure]:
+    overlapping = perovskite()
+    overlapping.replace(1, "Ti", [0.01, 0.0, 0.0])
+    return {
+        "overlapping": overlapping,
+        "nan": Structure(Lattice(np.full((3, 3), np.nan)), ["Na"], [[0, 0, 0]]),
+        "flat": Structure(Lattice([[4, 0, 0], [0, 4, 0], [4, 4, 1e-4]]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "empty": Structure(Lattice.cubic(4.0), [], []),
+    }
+
+
+def test_shapings():
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_allclose(Ascending(1, 3)(x), [0, 0, 0.5, 1])
+    np.testing.assert_allclose(Descending(1, 3)(x), [1, 1, 0.5, 0])
+    np.testing.assert_allclose(Target(2, 1)(x), [0, 0, 1, 0])
+    np.testing.assert_allclose(Threshold(2)(x), [0, 0, 1, 1])
+    np.testing.assert_allclose(Threshold(2, above=False)(x), [1, 1, 1, 0])
+    np.testing.assert_allclose(Window(1, 2, margin=0.5)(np.array([0.5, 0.75, 1.5, 2.25, 3.0])), [0, 0.5, 1, 0.5, 0])
+
+
+def test_combinations():
+    c = {"a": np.array([0.2, 1.0]), "b": np.array([0.6, 0.5])}
+    np.testing.assert_allclose(combine(c, "mean"), [0.4, 0.75])
+    np.testing.assert_allclose(combine(c, "min"), [0.2, 0.5])
+    np.testing.assert_allclose(combine(c, "product"), [0.12, 0.5])
+    np.testing.assert_allclose(combine(c, "weighted", {"a": 2.0, "b": -1.0}), [-0.2, 1.5])
+    with pytest.raises(ValueError, match="one weight per component"):
+        combine(c, "weighted", {"a": 1.0})
+    with pytest.raises(ValueError, match="unknown combination"):
+        combine(c, "max")
+
+
+def test_hhi_reward_matches_pymatgen_and_bad_crystals_fail_with_reasons():
+    reward = CompositeReward([Objective(HHI(), Descending(1250, 5000))], failure_value=-1.0)
+    assert isinstance(reward, Reward)
+    bad = bad_crystals()
+    result = reward([perovskite(), *bad.values()])
+    expected = HHIModel().get_hhi_production(perovskite().composition)
+    assert result.properties["hhi"][0] == pytest.approx(expected)
+    assert result.values[0] == pytest.approx(Descending(1250, 5000)(expected))
+    assert result.ok.tolist() == [True, False, False, False, False]
+    assert (result.values[1:] == -1.0).all()
+    assert "Å apart" in result.reasons[1] and "NaN" in result.reasons[2] and "degenerate" in result.reasons[3] and "no atoms" in result.reasons[4]
+    assert reward.evaluations == 1  # guards stop bad crystals before any evaluation
+    info = result.info(0)
+    assert info["properties"]["hhi"] == pytest.approx(expected) and info["ok"]
+
+
+class Flaky(PropertySource):
+    name = "flaky"
+
+    def compute(self, structures):
+        if any(s.composition.reduced_formula == "NaCl" for s in structures):
+            raise RuntimeError("model crashed")
+        return [float(len(s)) for s in structures]
+
+
+def test_a_crashing_model_fails_only_its_crystal_and_counts_once():
+    source = Flaky()
+    result = CompositeReward([Objective(source)])([perovskite(), rocksalt(), diamond()])
+    assert result.ok.tolist() == [True, False, True]
+    assert result.properties["flaky"][0] == 5 and result.properties["flaky"][2] == 2
+    assert "model crashed" in result.reasons[1]
+    assert source.evaluations == 3
+
+
+def test_min_elements_guard():
+    reward = CompositeReward([Objective(Density())], guards=Guards(min_elements=2))
+    result = reward([diamond(), perovskite()])
+    assert result.ok.tolist() == [False, True] and "fewer than 2 elements" in result.reasons[0]
+
+
+def test_cache_never_evaluates_the_same_crystal_twice():
+    source = Density()
+    cached = Cached(source)
+    rotated = perovskite()
+    rotated.apply_operation(__import__("pymatgen.core.operations", fromlist=["SymmOp"]).SymmOp.from_axis_angle_and_translation([0, 0, 1], 90))
+    shifted = perovskite()
+    shifted.translate_sites(list(range(5)), [0.1, 0.2, 0.3])
+    first = cached([perovskite(), rocksalt(), perovskite()])
+    assert source.evaluations == 2 and cached.hits == 1  # duplicate inside one batch
+    second = cached([rotated, shifted, diamond()])
+    assert source.evaluations == 3 and cached.hits == 3
+    np.testing.assert_allclose(second.values[:2], first.values[0])
+    assert cached.evaluations == source.evaluations
+
+
+def test_diversity_filter_follows_matinvent_rule():
+    f = DiversityFilter(tol=3, buffer=6)
+    s = [perovskite()] * 8
+    values, _, comps = f(s, np.ones(8), np.ones(8, dtype=bool))
+    np.testing.assert_allclose(comps["diversity"], [1, 1, 1, 1, 2 / 3, 1 / 3, 0, 0])
+    faithful = DiversityFilter(tol=3, buffer=6, count_self=True)
+    _, _, comps = faithful(s, np.ones(8), np.ones(8, dtype=bool))
+    np.testing.assert_allclose(comps["diversity"], [1, 1, 1, 2 / 3, 1 / 3, 0, 0, 0])
+    np.testing.assert_allclose(values, comps["diversity"] * 0 + [1, 1, 1, 1, 2 / 3, 1 / 3, 0, 0])
+
+
+def test_diversity_structure_mode_does_not_count_polymorphs():
+    layered = [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0], [0.5, 0.5, 0.5], [0.5, 0, 0.25]]
+    polymorph = Structure(Lattice.tetragonal(4.0, 8.0), ["Sr", "Ti", "O", "O", "O"], layered)
+    by_comp = DiversityFilter(mode="composition", tol=0, buffer=2)
+    by_struct = DiversityFilter(mode="structure", tol=0, buffer=2)
+    batch = [perovskite(), polymorph]
+    ok = np.ones(2, dtype=bool)
+    assert by_comp(batch, np.ones(2), ok)[2]["diversity"].tolist() == [1.0, 0.5]
+    assert by_struct(batch, np.ones(2), ok)[2]["diversity"].tolist() == [1.0, 1.0]
+
+
+def test_registry_and_configs(tmp_path):
+    class Constant:
+        def __call__(self, structures):
+            return RewardResult(np.full(len(structures), 0.5))
+
+    registry.register("test_constant", lambda: Constant(), overwrite=True)
+    assert "test_constant" in registry.available() and "low_hhi" in registry.available()
+    assert registry.make("test_constant")([perovskite()]).values.tolist() == [0.5]
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("test_constant", lambda: Constant())
+    with pytest.raises(KeyError, match="no reward named 'nope'"):
+        registry.make("nope")
+    by_name = registry.from_config({"name": "low_hhi", "kwargs": {"max_hhi": 1000}})
+    assert by_name([perovskite()]).properties["hhi"][0] > 0
+    yaml_file = tmp_path / "reward.yaml"
+    yaml_file.write_text(
+        "objectives:\n"
+        "  - source: density\n    shaping: {kind: target, target: 5.0, width: 2.0}\n"
+        "  - source: hhi\n    shaping: {kind: descending, lo: 1250, hi: 5000}\n"
+        "combine: min\nguards: {min_elements: 2}\ndiversity: {mode: structure}\n"
+    )
+    reward = registry.from_config(yaml_file)
+    result = reward([perovskite(), diamond()])
+    assert set(result.components) == {"density", "hhi", "diversity"}
+    assert result.ok.tolist() == [True, False]
+    assert result.values[0] == pytest.approx(min(result.components["density"][0], result.components["hhi"][0]))
+    with pytest.raises(ValueError, match="unknown shaping"):
+        registry.from_config({"objectives": [{"source": "density", "shaping": {"kind": "sigmoid"}}]})

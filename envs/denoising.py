@@ -21,22 +21,25 @@ from ..rewards.base import Reward, RewardResult
 from .tasks import Task, get_task
 
 ACTION_FIELDS = ("types", "frac", "lattice")
+# Finite, so spaces are check_env-clean and SB3 can clip to them, yet far beyond any denoising step
+# (model-space states start as N(0, 1) noise); an action outside is rejected, never clipped.
+BOUND = 1e4
 
 
 def single_spaces(policy: DiffusionPolicy, num_steps: int) -> tuple[spaces.Dict, spaces.Dict]:
     n, k = policy.n_max, policy.num_types
-    unbounded = lambda shape: spaces.Box(-np.inf, np.inf, shape, np.float32)  # noqa: E731
+    box = lambda shape: spaces.Box(-BOUND, BOUND, shape, np.float32)  # noqa: E731
     observation = spaces.Dict(
         {
-            "types": unbounded((n, k)),
+            "types": box((n, k)),
             "frac": spaces.Box(0.0, 1.0, (n, 3), np.float32),
-            "lattice": unbounded((3, 3)),
+            "lattice": box((3, 3)),
             "mask": spaces.MultiBinary(n),
             "t": spaces.Discrete(num_steps + 1),
         }
     )
     # Fractional coordinates may leave [0, 1): the env wraps them.
-    action = spaces.Dict({"types": unbounded((n, k)), "frac": unbounded((n, 3)), "lattice": unbounded((3, 3))})
+    action = spaces.Dict({"types": box((n, k)), "frac": box((n, 3)), "lattice": box((3, 3))})
     return observation, action
 
 
@@ -57,8 +60,12 @@ def obs_to_state(obs: dict[str, np.ndarray], device: torch.device | str = "cpu")
     return DiffusionState(as_t(obs["types"]), as_t(obs["frac"]), as_t(obs["lattice"]), torch.as_tensor(np.asarray(obs["mask"]), device=device).bool())
 
 
-def action_to_state(action: dict[str, np.ndarray], mask: torch.Tensor, batch_size: int, policy: DiffusionPolicy) -> DiffusionState:
-    """Check an action (batched) and turn it into the next state: wrap coordinates, zero padding."""
+def action_to_state(action: dict[str, np.ndarray], mask: torch.Tensor, batch_size: int, policy: DiffusionPolicy, batched: bool = True) -> DiffusionState:
+    """Check an action and turn it into the next state: wrap coordinates, zero padding.
+
+    The arrays carry a leading batch axis; `batched=False` reports shapes and indices without it.
+    """
+    cut = 0 if batched else 1
     if not isinstance(action, dict) or set(action) != set(ACTION_FIELDS):
         got = sorted(action) if isinstance(action, dict) else type(action).__name__
         raise ValueError(f"action must be a dict with keys {list(ACTION_FIELDS)}, got {got}")
@@ -68,13 +75,13 @@ def action_to_state(action: dict[str, np.ndarray], mask: torch.Tensor, batch_siz
     for name in ACTION_FIELDS:
         arr = np.asarray(action[name], dtype=np.float64)
         if arr.shape != expected[name]:
-            raise ValueError(f"action[{name!r}] has shape {arr.shape}, expected {expected[name]}")
-        bad = ~np.isfinite(arr)
-        if name != "lattice":
-            bad &= mask.cpu().numpy()[..., None]  # padding entries are ignored
-        if bad.any():
-            where = np.argwhere(bad)[0]
-            raise ValueError(f"action[{name!r}] contains NaN or inf at index {tuple(int(i) for i in where)}")
+            raise ValueError(f"action[{name!r}] has shape {arr.shape[cut:]}, expected {expected[name][cut:]}")
+        real = np.ones(arr.shape, dtype=bool) if name == "lattice" else np.broadcast_to(mask.cpu().numpy()[..., None], arr.shape)
+        for bad, what in ((~np.isfinite(arr), "NaN or inf"), (np.abs(arr) > BOUND, f"values beyond ±{BOUND:g}")):
+            bad &= real  # padding entries are ignored
+            if bad.any():
+                where = tuple(int(i) for i in np.argwhere(bad)[0][cut:])
+                raise ValueError(f"action[{name!r}] contains {what} at index {where}")
         arrays[name] = torch.as_tensor(arr, dtype=torch.float32, device=mask.device)
     m = mask[..., None].float()
     types = torch.nan_to_num(arrays["types"]) * m
@@ -100,7 +107,15 @@ class PriorAgent:
             obs = {key: np.asarray(v)[None] for key, v in obs.items()}
         state = obs_to_state(obs, self.policy.device)
         k = torch.as_tensor(np.asarray(obs["t"]), device=self.policy.device)
-        nxt = self.policy.step_distribution(state, k).sample(self.generator)
+        live = k > 0  # a finished crystal's action is ignored (next-step autoreset): echo its state
+        nxt = state
+        if live.all():
+            nxt = self.policy.step_distribution(state, k).sample(self.generator)
+        elif live.any():
+            moved = self.policy.step_distribution(state.index(live), k[live]).sample(self.generator)
+            nxt = DiffusionState(*(getattr(state, f).clone() for f in ("types", "frac", "lattice", "mask")))
+            for f in ACTION_FIELDS:
+                getattr(nxt, f)[live] = getattr(moved, f)
         action = {name: getattr(nxt, name).cpu().numpy() for name in ACTION_FIELDS}
         return action if batched else {key: v[0] for key, v in action.items()}
 
@@ -149,10 +164,10 @@ class _Denoising:
         self.last_result = None
         return state_to_obs(self.state, self.t)
 
-    def _step_core(self, action) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
+    def _step_core(self, action, batched: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
         if self.state is None or self.t == 0:
             raise RuntimeError("call reset() before step(): the episode has ended")
-        self.state = action_to_state(action, self.state.mask, self.batch, self.policy)
+        self.state = action_to_state(action, self.state.mask, self.batch, self.policy, batched)
         self.t -= 1
         rewards = np.zeros(self.batch)
         infos: list[dict] = [{} for _ in range(self.batch)]
@@ -183,7 +198,7 @@ class _Denoising:
 class CrystalDenoisingEnv(_Denoising, gym.Env):
     """One crystal per episode. `env.unwrapped.prior.act(obs)` gives the pretrained policy's action."""
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, task=None, prior=None, reward=None, num_steps: int | None = None, render_mode: str | None = None, device: str = "cpu"):
         self._setup(task, prior, reward, num_steps, device, num_envs=1)
@@ -201,7 +216,7 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
 
     def step(self, action):
         batched = {k: np.asarray(v)[None] for k, v in action.items()} if isinstance(action, dict) else action
-        obs, rewards, terminated, infos = self._step_core(batched)
+        obs, rewards, terminated, infos = self._step_core(batched, batched=False)
         return {k: v[0] for k, v in obs.items()}, float(rewards[0]), bool(terminated[0]), False, infos[0]
 
     def render(self):
@@ -216,7 +231,7 @@ class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
     Autoreset is next-step: the call after the final step resets every crystal and ignores its action.
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 8, task=None, prior=None, reward=None, num_steps: int | None = None, render_mode: str | None = None, device: str = "cpu"):
         self._setup(task, prior, reward, num_steps, device, num_envs=num_envs)

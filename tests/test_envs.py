@@ -1,0 +1,145 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import latticegym
+from latticegym.envs.denoising import CrystalDenoisingEnv, CrystalDenoisingVectorEnv
+from latticegym.envs.registration import env_ids
+from latticegym.envs.tasks import TASKS
+from latticegym.rewards.base import RewardResult
+from latticegym.rewards.composite import CompositeReward, Objective
+from latticegym.rewards.properties import Density
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+
+def density_reward():
+    return CompositeReward([Objective(Density())])
+
+
+@pytest.mark.parametrize("env_id", env_ids())
+def test_check_env_on_every_registered_id(env_id):
+    kwargs = {"prior": "perov_5", "reward": density_reward()} if env_id.endswith("Custom-v0") else {}
+    env = gym.make(env_id, num_steps=4, **kwargs)
+    check_env(env.unwrapped)
+    assert env.unwrapped.num_steps == 4
+
+
+def rollout(env, seed):
+    obs, _ = env.reset(seed=seed)
+    observations = [obs]
+    done = False
+    while not done:
+        obs, reward, done, truncated, info = env.step(env.unwrapped.prior.act(obs))
+        assert not truncated
+        observations.append(obs)
+    return observations, reward, info
+
+
+def test_episode_follows_the_mdp():
+    env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=5)
+    obs, _ = env.reset(seed=0)
+    assert obs["t"] == 5 and obs["mask"].sum() == 5
+    assert env.observation_space.contains(obs)
+    rewards = []
+    for _ in range(5):
+        action = env.unwrapped.prior.act(obs)
+        obs, reward, terminated, truncated, info = env.step(action)
+        rewards.append(reward)
+        assert terminated == (obs["t"] == 0)
+    assert rewards[:-1] == [0.0] * 4
+    assert info["structure"].num_sites == 5
+    assert "hhi" in info["properties"] and "hhi" in info["components"] and isinstance(info["success"], bool)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(action)
+
+
+def test_seeding_is_reproducible():
+    a, ra, _ = rollout(gym.make("LatticeGym/CarbonDensity-v0", num_steps=4), seed=7)
+    b, rb, _ = rollout(gym.make("LatticeGym/CarbonDensity-v0", num_steps=4), seed=7)
+    c, _, _ = rollout(gym.make("LatticeGym/CarbonDensity-v0", num_steps=4), seed=8)
+    for x, y in zip(a, b):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+    assert ra == rb
+    assert not np.array_equal(a[-1]["frac"], c[-1]["frac"])
+
+
+def test_bad_actions_raise_clear_errors():
+    env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=3)
+    obs, _ = env.reset(seed=0)
+    good = env.unwrapped.prior.act(obs)
+    with pytest.raises(ValueError, match=r"action\['lattice'\] has shape \(3, 4\), expected \(3, 3\)"):
+        env.step({**good, "lattice": np.zeros((3, 4))})
+    nan = good["frac"].copy()
+    nan[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"action\['frac'\] contains NaN or inf at index \(2, 1\)"):
+        env.step({**good, "frac": nan})
+    with pytest.raises(ValueError, match="contains NaN or inf"):
+        env.step({**good, "lattice": np.full((3, 3), np.inf)})
+    with pytest.raises(ValueError, match="must be a dict with keys"):
+        env.step(np.zeros(3))
+    shifted = {**good, "frac": good["frac"] + 3.25}
+    obs2, *_ = env.step(shifted)
+    np.testing.assert_allclose(obs2["frac"], np.remainder(good["frac"] + 3.25, 1.0), atol=1e-5)
+
+
+def test_degenerate_final_crystal_is_a_failure_not_a_crash():
+    env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=1)
+    obs, _ = env.reset(seed=0)
+    action = env.unwrapped.prior.act(obs)
+    action["lattice"] = np.zeros((3, 3))
+    _, reward, terminated, _, info = env.step(action)
+    assert terminated and reward == 0.0 and not info["ok"] and "lattice" in info["reason"] or "volume" in info["reason"]
+
+
+def test_vector_env_lockstep_and_autoreset():
+    venv = latticegym.make_vec("LatticeGym/PerovskiteLowHHI-v0", num_envs=6, num_steps=3)
+    assert isinstance(venv.unwrapped, CrystalDenoisingVectorEnv)
+    assert venv.unwrapped.metadata["autoreset_mode"].value == "NextStep"
+    obs, _ = venv.reset(seed=3)
+    assert obs["types"].shape == (6, 5, venv.unwrapped.policy.num_types) and (obs["t"] == 3).all()
+    assert venv.observation_space.contains(obs)
+    for _ in range(3):
+        obs, rewards, terminated, truncated, info = venv.step(venv.unwrapped.prior.act(obs))
+    assert terminated.all() and not truncated.any() and np.isfinite(rewards).all()
+    assert len(info["structure"]) == 6 and info["properties"]["hhi"].shape == (6,)
+    obs, rewards, terminated, _, _ = venv.step(venv.unwrapped.prior.act(obs))  # next-step autoreset
+    assert (obs["t"] == 3).all() and not terminated.any() and (rewards == 0).all()
+    assert gym.make_vec("LatticeGym/CarbonDensity-v0", num_envs=2, vectorization_mode="vector_entry_point").unwrapped.num_envs == 2
+
+
+def test_custom_env_takes_any_reward_and_renders_ansi():
+    calls = []
+
+    def reward(structures):
+        calls.append(len(structures))
+        return RewardResult(np.array([s.volume for s in structures]))
+
+    env = gym.make("LatticeGym/Custom-v0", prior="carbon_24", reward=reward, num_steps=2, render_mode="ansi")
+    obs, _ = env.reset(seed=0, options={"num_atoms": 8})
+    assert obs["mask"].sum() == 8
+    text = env.render()
+    assert "step 0/2" in text and "C" in text and "a=" in text
+    _, final_reward, info = rollout(env, seed=1)
+    assert final_reward == info["reward"] == pytest.approx(info["structure"].volume)
+    venv = CrystalDenoisingVectorEnv(num_envs=3, prior="carbon_24", reward=reward, num_steps=2)
+    obs, _ = venv.reset(seed=0)
+    for _ in range(2):
+        obs, r, *_ = venv.step(venv.prior.act(obs))
+    assert calls[-1] == 3  # one batched reward call
+    with pytest.raises(ValueError, match="give a reward"):
+        CrystalDenoisingEnv(prior="perov_5")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", [t for t in TASKS])
+def test_prior_rollouts_give_finite_rewards_on_every_task(task):
+    venv = CrystalDenoisingVectorEnv(num_envs=3, task=task, num_steps=20)
+    obs, _ = venv.reset(seed=0)
+    for _ in range(20):
+        obs, rewards, terminated, _, info = venv.step(venv.prior.act(obs))
+    assert terminated.all() and np.isfinite(rewards).all()
+    assert all(isinstance(r, str) for r in info["reason"])

@@ -96,6 +96,19 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_envs(args) -> int:
+    from .envs.registration import CUSTOM_ID
+    from .envs.tasks import TASKS
+
+    rows = [(t.env_id, t.prior, t.reward, t.target, t.cost) for t in TASKS.values()]
+    rows.append((CUSTOM_ID, "any (prior=...)", "any (reward=...)", "yours", "yours"))
+    header = ("id", "prior", "reward", "target", "cost")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
 def cmd_not_yet(args) -> int:
     print(f"latticegym {args.command}: not available in this version yet", file=sys.stderr)
     return 2
@@ -143,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sample)
 
-    for name, text in [("train", "fine-tune a prior with RL"), ("bench", "run a benchmark suite"), ("envs", "list registered environments")]:
+    p = sub.add_parser("envs", help="list the registered environments")
+    p.set_defaults(func=cmd_envs)
+
+    for name, text in [("train", "fine-tune a prior with RL"), ("bench", "run a benchmark suite")]:
         p = sub.add_parser(name, help=f"{text} (not available yet)")
         p.set_defaults(func=cmd_not_yet)
     return parser

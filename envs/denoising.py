@@ -143,7 +143,6 @@ class _Denoising:
 
     def _setup(self, task, prior, reward, num_steps, device, num_envs: int) -> None:
         self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device)
-        self.policy.requires_grad_(False)
         self.prior = PriorAgent(self.policy)
         self.batch = num_envs
         self.t = 0

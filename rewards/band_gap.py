@@ -2,7 +2,8 @@
 
 Only ~4% of perov_5 has a gap, so one regressor would learn "always 0". The predictor is two matgl
 MEGNet models: a metal/non-metal classifier (BCE weighted by the class ratio) and a gap regressor
-trained on the non-metals only. Prediction: the regressed gap where P(non-metal) > 0.5, else 0.
+trained on the non-metals only. Prediction: the regressed gap where P(non-metal) exceeds a threshold chosen on the validation split
+(best F1 for the rare class), else 0.
 
     python -m latticegym.rewards.band_gap --data ../shared/data/perov_5_val.csv.gz --out rewards/data/band_gap_perov_5.pt
 """
@@ -65,7 +66,7 @@ def _forward(module, batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class BandGapPredictor:
-    def __init__(self, elements: list[str], cutoff: float, blocks: int, classifier_state=None, regressor_state=None, metrics=None):
+    def __init__(self, elements: list[str], cutoff: float, blocks: int, classifier_state=None, regressor_state=None, metrics=None, threshold: float = 0.5):
         from matgl.utils.training import ModelLightningModule
 
         self.elements, self.cutoff, self.blocks = list(elements), cutoff, blocks
@@ -76,6 +77,7 @@ class BandGapPredictor:
             self.classifier.model.load_state_dict(classifier_state)
             self.regressor.model.load_state_dict(regressor_state)
         self.metrics = metrics or {}
+        self.threshold = threshold  # P(gap) above which a crystal is called non-metallic; set on validation
 
     def save(self, path: str | Path) -> None:
         torch.save(
@@ -86,6 +88,7 @@ class BandGapPredictor:
                 "classifier": self.classifier.model.state_dict(),
                 "regressor": self.regressor.model.state_dict(),
                 "metrics": self.metrics,
+                "threshold": self.threshold,
             },
             path,
         )
@@ -96,7 +99,7 @@ class BandGapPredictor:
         if not path.exists():
             raise FileNotFoundError(f"no band-gap predictor at {path}; train one with `python -m latticegym.rewards.band_gap`")
         d = torch.load(path, map_location="cpu", weights_only=False)
-        return cls(d["elements"], d["cutoff"], d["blocks"], d["classifier"], d["regressor"], d["metrics"])
+        return cls(d["elements"], d["cutoff"], d["blocks"], d["classifier"], d["regressor"], d["metrics"], d.get("threshold", 0.5))
 
     @torch.no_grad()
     def predict(self, structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +115,7 @@ class BandGapPredictor:
             probs.append(_forward(self.classifier, batch)[0])
             gaps.append(_forward(self.regressor, batch)[0].clamp(min=0.0))
         p, gap = torch.cat(probs).numpy(), torch.cat(gaps).numpy()
-        return np.where(p > 0.5, gap, 0.0), p
+        return np.where(p > self.threshold, gap, 0.0), p
 
 
 class BandGap(PropertySource):
@@ -178,11 +181,38 @@ def train(cfg: BandGapConfig) -> BandGapPredictor:
     _fit(predictor.regressor, train_pos, cfg.epochs_regressor, cfg.lr, lambda p, y: torch.nn.functional.l1_loss(p, y), "regressor")
 
     metrics = {"train_seconds": round(time.perf_counter() - start, 1), "label": cfg.label, "train_size": len(splits["train"]), "train_with_gap": int(n_pos)}
+    calibrate(predictor, splits["val"], cfg.label)
+    metrics.update(evaluate(predictor, splits, cfg.label))
+    predictor.metrics = metrics
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    predictor.metrics["config"] = asdict(cfg)
+    predictor.save(cfg.out)
+    return predictor
+
+
+def calibrate(predictor: BandGapPredictor, val, label: str = "ind_gap") -> float:
+    """Set the classification threshold that maximises F1 of the rare (gapped) class on validation."""
+    positive = val.properties[label].to_numpy(float) > 0
+    _, p = predictor.predict(val.structures)
+
+    def f1(th):
+        called = p > th
+        tp = (called & positive).sum()
+        return 2 * tp / max(called.sum() + positive.sum(), 1)
+
+    predictor.threshold = float(max(np.linspace(0.05, 0.95, 91), key=f1))
+    return predictor.threshold
+
+
+def evaluate(predictor: BandGapPredictor, splits: dict, label: str = "ind_gap") -> dict:
+    """Held-out metrics: classification of gap/no gap, and gap MAE."""
+    metrics = {"threshold": predictor.threshold}
     for split in ("val", "test"):
         structures = splits[split].structures
+        truth = splits[split].properties[label].to_numpy(float)
+        positive = truth > 0
         pred, p = predictor.predict(structures)
-        truth, positive = gap[split], has_gap[split]
-        called = p > 0.5
+        called = p > predictor.threshold
         recall_gap = float((called & positive).sum() / max(positive.sum(), 1))
         recall_metal = float((~called & ~positive).sum() / max((~positive).sum(), 1))
         gapped = [structures[i] for i in np.flatnonzero(positive)]
@@ -190,16 +220,14 @@ def train(cfg: BandGapConfig) -> BandGapPredictor:
             "size": int(len(truth)),
             "with_gap": int(positive.sum()),
             "accuracy": float((called == positive).mean()),
+            "majority_baseline_accuracy": float(1 - positive.mean()),
             "balanced_accuracy": 0.5 * (recall_gap + recall_metal),
             "recall_gap": recall_gap,
+            "precision_gap": float((called & positive).sum() / max(called.sum(), 1)),
             "mae_all": float(np.abs(pred - truth).mean()),
             "mae_regressor_on_gapped": float(np.abs(_regress(predictor, gapped) - truth[positive]).mean()) if gapped else None,
         }
-    predictor.metrics = metrics
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    predictor.save(cfg.out)
-    Path(cfg.out).with_suffix(".json").write_text(json.dumps({"config": asdict(cfg), "metrics": metrics}, indent=1))
-    return predictor
+    return metrics
 
 
 @torch.no_grad()
@@ -215,8 +243,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(SHIPPED))
     parser.add_argument("--epochs-classifier", type=int, default=40)
     parser.add_argument("--epochs-regressor", type=int, default=150)
+    parser.add_argument("--recalibrate", action="store_true", help="only re-set the threshold of the model at --out and re-evaluate it")
     args = parser.parse_args(argv)
-    predictor = train(BandGapConfig(data=args.data, out=args.out, epochs_classifier=args.epochs_classifier, epochs_regressor=args.epochs_regressor))
+    if args.recalibrate:
+        from ..datasets import read_csv
+
+        predictor = BandGapPredictor.load(args.out)
+        splits = read_csv(args.data).split(SPLIT_FRACTIONS, 0)
+        calibrate(predictor, splits["val"])
+        predictor.metrics.update(evaluate(predictor, splits))
+        predictor.save(args.out)
+    else:
+        predictor = train(BandGapConfig(data=args.data, out=args.out, epochs_classifier=args.epochs_classifier, epochs_regressor=args.epochs_regressor))
+    Path(args.out).with_suffix(".json").write_text(json.dumps(predictor.metrics, indent=1))
     print(json.dumps(predictor.metrics, indent=1))
 
 

@@ -99,8 +99,11 @@ def carbon_low_energy(worst: float = 1.0, relax: bool = False, **options) -> Com
     return CompositeReward([objective], guards=guards, **options)
 
 
-def bulk_modulus(target: float = 400.0, floor: float = 100.0, relax: bool = True, **options) -> CompositeReward:
-    return build_composite([_shaped("bulk_modulus", "ascending", {"relax": relax}, lo=floor, hi=target)], **options)
+def bulk_modulus(target: float = 400.0, floor: float = 100.0, relax: bool = True, steps: int = 60, timeout_s: float = 60.0, **options) -> CompositeReward:
+    # A short, bounded relaxation: enough to reach the E(V) minimum of sensible cells, and a
+    # per-crystal time limit so one pathological sample cannot stall a training batch.
+    kwargs = {"relax": relax, "steps": steps, "fmax": 0.15, "timeout_s": timeout_s}
+    return build_composite([_shaped("bulk_modulus", "ascending", kwargs, lo=floor, hi=target)], **options)
 
 
 def band_gap_window(lo: float = 1.5, hi: float = 3.0, margin: float = 0.5, **options) -> CompositeReward:

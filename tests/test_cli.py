@@ -64,7 +64,17 @@ def test_missing_file_is_a_clear_error(tmp_path):
     assert "nope.csv: no such file" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["train", "bench", "envs"])
+def test_envs_lists_every_id_with_prior_reward_target_and_cost():
+    from latticegym.envs.registration import env_ids
+
+    result = run_cli("envs")
+    assert result.returncode == 0
+    for env_id in env_ids():
+        assert env_id in result.stdout
+    assert "MLIP relaxation" in result.stdout and "HHI (production) <= 1250" in result.stdout and "carbon_24" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["train", "bench"])
 def test_unbuilt_subcommands_say_so(name):
     result = run_cli(name)
     assert result.returncode == 2 and "not available" in result.stderr

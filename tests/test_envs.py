@@ -138,7 +138,7 @@ def test_custom_env_takes_any_reward_and_renders_ansi():
 @pytest.mark.parametrize("task", [t for t in TASKS])
 def test_prior_rollouts_give_finite_rewards_on_every_task(task):
     venv = CrystalDenoisingVectorEnv(num_envs=3, task=task, num_steps=20)
-    obs, _ = venv.reset(seed=0)
+    obs, _ = venv.reset(seed=0, options={"num_atoms": 6 if task.startswith("Carbon") else 5})
     for _ in range(20):
         obs, rewards, terminated, _, info = venv.step(venv.prior.act(obs))
     assert terminated.all() and np.isfinite(rewards).all()

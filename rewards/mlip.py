@@ -73,7 +73,8 @@ class MLIP:
             return CHGNetCalculator(model=_chgnet(self.device), use_device=self.device)
         from matgl.ext.ase import PESCalculator
 
-        return PESCalculator(_matgl_potential(self.model_name))
+        # ASE's cell filters expect stress in eV/Å^3, not matgl's default GPa.
+        return PESCalculator(_matgl_potential(self.model_name), stress_unit="eV/A3")
 
     def predict(self, structures: Sequence[Structure]) -> list[SinglePoint]:
         """Energies, forces, stresses (and CHGNet magmoms) for a batch; raises MLIPError on nonsense."""

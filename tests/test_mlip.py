@@ -86,3 +86,18 @@ def test_hull_and_sun_filter(mlip, tmp_path):
     assert props["e_hull"][1] > 0.1  # 30% strain is far above the hull
     assert values[0] == 0 and values[1] == 0 and values[3] == 0
     assert sun.hull_source.evaluations == 4
+
+
+def test_any_matgl_potential_loads_from_a_local_path(tmp_path):
+    from matgl.apps.pes import Potential
+    from matgl.models import M3GNet
+
+    torch.manual_seed(0)
+    Potential(model=M3GNet(element_types=("Sr", "Ti", "O"), nblocks=1, units=16, is_intensive=False)).save(tmp_path / "pot")
+    mlip = MLIP(str(tmp_path / "pot"))
+    point = mlip.predict([perovskite()])[0]
+    assert np.isfinite(point.energy_per_atom) and point.forces.shape == (5, 3) and point.magmoms is None
+    relaxed = mlip.relax(perovskite(), steps=3)
+    assert relaxed.steps >= 1 and np.isfinite(relaxed.energy_per_atom)
+    with pytest.raises(ValueError, match="predicts no magnetic moments"):
+        MagneticDensity(mlip).compute([perovskite()])

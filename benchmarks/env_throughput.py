@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--reward-batch", type=int, default=64, help="crystals sampled for the CHGNet comparison")
     args = parser.parse_args(argv)
     policy = load_prior(args.prior, num_steps=args.steps)
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  vector env    {min(env):.3f} s")
     print(f"  env overhead  {100 * (min(env) / min(bare) - 1):+.1f}%")
 
-    structures = [s for s in policy.generate(args.batch, seed=0).to_structures() if structural_validity(s)]
+    structures = [s for s in policy.generate(args.reward_batch, seed=0).to_structures() if structural_validity(s)]
     model = _chgnet("cpu")
     model.predict_structure(structures, task="efsm", batch_size=32)  # warm-up
     start = time.perf_counter()

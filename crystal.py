@@ -208,31 +208,56 @@ def structure_to_cif(structure: Structure) -> str:
     return structure.to(fmt="cif")
 
 
-def _by_formula(structures: Sequence[Structure]) -> dict[str, list[int]]:
-    groups = defaultdict(list)
-    for i, s in enumerate(structures):
-        groups[s.composition.reduced_formula].append(i)
-    return groups
+def _match_keys(structures: Sequence[Structure]) -> tuple[list[Structure], list[tuple[str, int]]]:
+    """Primitive cells, reduced once, and a bucket key that matching structures always share.
+
+    StructureMatcher (default settings) reduces both structures to primitive cells on every call and
+    can only match cells with the same composition and primitive size; doing the reduction once and
+    comparing only within (formula, primitive size) buckets gives the same answers far faster.
+    """
+    primitives = []
+    for s in structures:
+        try:
+            primitives.append(s.get_primitive_structure())
+        except Exception:  # a cell too odd to reduce is compared as it is
+            primitives.append(s)
+    return primitives, [(p.composition.reduced_formula, len(p)) for p in primitives]
 
 
-def unique_indices(structures: Sequence[Structure], matcher: StructureMatcher | None = None) -> list[int]:
-    """One representative (the first) of each group of matching structures."""
-    matcher = matcher or StructureMatcher()
+def _primitive_matcher() -> StructureMatcher:
+    return StructureMatcher(primitive_cell=False)
+
+
+def unique_indices(structures: Sequence[Structure]) -> list[int]:
+    """One representative (the first) of each group of matching structures (StructureMatcher defaults)."""
+    primitives, keys = _match_keys(structures)
+    matcher = _primitive_matcher()
+    representatives: dict[tuple[str, int], list[int]] = defaultdict(list)
     keep = []
-    for indices in _by_formula(structures).values():
-        representatives: list[int] = []
-        for i in indices:
-            if not any(matcher.fit(structures[i], structures[j]) for j in representatives):
-                representatives.append(i)
-        keep.extend(representatives)
-    return sorted(keep)
+    for i, key in enumerate(keys):
+        if not any(matcher.fit(primitives[i], primitives[j]) for j in representatives[key]):
+            representatives[key].append(i)
+            keep.append(i)
+    return keep
 
 
-def novel_mask(structures: Sequence[Structure], train: Sequence[Structure], matcher: StructureMatcher | None = None) -> np.ndarray:
-    matcher = matcher or StructureMatcher()
-    train_groups = _by_formula(train)
-    novel = np.ones(len(structures), dtype=bool)
-    for formula, indices in _by_formula(structures).items():
-        for i in indices:
-            novel[i] = not any(matcher.fit(structures[i], train[j]) for j in train_groups.get(formula, []))
-    return novel
+class MatchIndex:
+    """Known structures, reduced once, to ask which new ones match any of them (StructureMatcher defaults)."""
+
+    def __init__(self, known: Sequence[Structure]):
+        self.primitives, keys = _match_keys(known)
+        self.by_key: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for j, key in enumerate(keys):
+            self.by_key[key].append(j)
+        self.matcher = _primitive_matcher()
+
+    def contains(self, structures: Sequence[Structure]) -> np.ndarray:
+        primitives, keys = _match_keys(structures)
+        return np.array(
+            [any(self.matcher.fit(primitives[i], self.primitives[j]) for j in self.by_key[key]) for i, key in enumerate(keys)], dtype=bool
+        )
+
+
+def novel_mask(structures: Sequence[Structure], train: Sequence[Structure]) -> np.ndarray:
+    """True where a structure matches no structure of `train`."""
+    return ~MatchIndex(train).contains(structures)

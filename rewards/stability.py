@@ -11,7 +11,7 @@ import numpy as np
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
 
-from ..crystal import novel_mask, unique_indices
+from ..crystal import MatchIndex, unique_indices
 from .base import PropertySource
 from .mlip import MLIP
 from .references import elemental_references
@@ -96,7 +96,8 @@ class SUNFilter:
     """
 
     def __init__(self, hull_source: EHull, known: Sequence[Structure], threshold: float = 0.1):
-        self.hull_source, self.known, self.threshold = hull_source, list(known), threshold
+        self.hull_source, self.threshold = hull_source, threshold
+        self.known = MatchIndex(known)
 
     @property
     def sources(self) -> list[PropertySource]:
@@ -111,7 +112,7 @@ class SUNFilter:
         unique = np.zeros(n, dtype=bool)
         unique[idx[unique_indices([structures[i] for i in idx])]] = True
         novel = np.zeros(n, dtype=bool)
-        novel[idx] = novel_mask([structures[i] for i in idx], self.known)
+        novel[idx] = ~self.known.contains([structures[i] for i in idx])
         sun = stable & unique & novel & ok
         components = {"stable": stable.astype(float), "unique": unique.astype(float), "novel": novel.astype(float), "sun": sun.astype(float)}
         return np.where(sun, values, 0.0), {"e_hull": e_hull}, components

@@ -209,33 +209,33 @@ def structure_to_cif(structure: Structure) -> str:
 
 
 def _match_keys(structures: Sequence[Structure]) -> tuple[list[Structure], list[tuple[str, int]]]:
-    """Primitive cells, reduced once, and a bucket key that matching structures always share.
+    """Reduced (primitive, Niggli) cells computed once, and a bucket key that matching structures share.
 
-    StructureMatcher (default settings) reduces both structures to primitive cells on every call and
-    can only match cells with the same composition and primitive size; doing the reduction once and
-    comparing only within (formula, primitive size) buckets gives the same answers far faster.
+    StructureMatcher.fit reduces both structures on every call, and can only match reduced cells of
+    the same composition and size. Reducing once (as pymatgen's own group_structures does) and
+    comparing only within (formula, size) buckets gives the same answers far faster.
     """
-    primitives = []
+    reduced = []
     for s in structures:
         try:
-            primitives.append(s.get_primitive_structure())
+            reduced.append(StructureMatcher._get_reduced_structure(s, primitive_cell=True, niggli=True))
         except Exception:  # a cell too odd to reduce is compared as it is
-            primitives.append(s)
-    return primitives, [(p.composition.reduced_formula, len(p)) for p in primitives]
+            reduced.append(s)
+    return reduced, [(r.composition.reduced_formula, len(r)) for r in reduced]
 
 
-def _primitive_matcher() -> StructureMatcher:
-    return StructureMatcher(primitive_cell=False)
+def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
+    return matcher.fit(a, b, skip_structure_reduction=True)
 
 
 def unique_indices(structures: Sequence[Structure]) -> list[int]:
     """One representative (the first) of each group of matching structures (StructureMatcher defaults)."""
-    primitives, keys = _match_keys(structures)
-    matcher = _primitive_matcher()
+    reduced, keys = _match_keys(structures)
+    matcher = StructureMatcher()
     representatives: dict[tuple[str, int], list[int]] = defaultdict(list)
     keep = []
     for i, key in enumerate(keys):
-        if not any(matcher.fit(primitives[i], primitives[j]) for j in representatives[key]):
+        if not any(_fit(matcher, reduced[i], reduced[j]) for j in representatives[key]):
             representatives[key].append(i)
             keep.append(i)
     return keep
@@ -245,17 +245,15 @@ class MatchIndex:
     """Known structures, reduced once, to ask which new ones match any of them (StructureMatcher defaults)."""
 
     def __init__(self, known: Sequence[Structure]):
-        self.primitives, keys = _match_keys(known)
+        self.reduced, keys = _match_keys(known)
         self.by_key: dict[tuple[str, int], list[int]] = defaultdict(list)
         for j, key in enumerate(keys):
             self.by_key[key].append(j)
-        self.matcher = _primitive_matcher()
+        self.matcher = StructureMatcher()
 
     def contains(self, structures: Sequence[Structure]) -> np.ndarray:
-        primitives, keys = _match_keys(structures)
-        return np.array(
-            [any(self.matcher.fit(primitives[i], self.primitives[j]) for j in self.by_key[key]) for i, key in enumerate(keys)], dtype=bool
-        )
+        reduced, keys = _match_keys(structures)
+        return np.array([any(_fit(self.matcher, reduced[i], self.reduced[j]) for j in self.by_key[key]) for i, key in enumerate(keys)], dtype=bool)
 
 
 def novel_mask(structures: Sequence[Structure], train: Sequence[Structure]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -19,15 +20,22 @@ def _guess_dataset(*paths: str) -> str | None:
     return None
 
 
+@functools.cache
+def _read(path: str):
+    from .datasets import read_csv
+
+    return read_csv(path, skip_bad=True, progress=True)
+
+
 def _load_split(source: str, split: str | None, seed: int, default_split: str):
     """A CSV path (optionally our seeded split of it), or a known dataset name (its canonical split)."""
-    from .datasets import KNOWN_DATASETS, load, read_csv
+    from .datasets import KNOWN_DATASETS, fetch
     from .policies.pretrain import split_dataset
 
     if not Path(source).exists() and source in KNOWN_DATASETS:
-        data = load(source, split or default_split, skip_bad=True, progress=True)
+        data = _read(str(fetch(source, split or default_split)))
     else:
-        data = read_csv(source, skip_bad=True, progress=True)
+        data = _read(source)
         data = split_dataset(data, seed)[split] if split else data
     if data.skipped:
         print(f"{source}: skipped {len(data.skipped)} unreadable rows (first: row {data.skipped[0][0]}: {data.skipped[0][1]})", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Element, Lattice, Structure
+from tqdm import tqdm
 
 MIN_DISTANCE = 0.5  # Å, CDVAE's structural-validity cutoff
 MIN_VOLUME = 0.1  # Å^3
@@ -228,13 +229,13 @@ def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
     return matcher.fit(a, b, skip_structure_reduction=True)
 
 
-def unique_indices(structures: Sequence[Structure]) -> list[int]:
+def unique_indices(structures: Sequence[Structure], progress: bool = False) -> list[int]:
     """One representative (the first) of each group of matching structures (StructureMatcher defaults)."""
     reduced, keys = _match_keys(structures)
     matcher = StructureMatcher()
     representatives: dict[tuple[str, int], list[int]] = defaultdict(list)
     keep = []
-    for i, key in enumerate(keys):
+    for i, key in enumerate(tqdm(keys, desc="uniqueness", disable=not progress)):
         if not any(_fit(matcher, reduced[i], reduced[j]) for j in representatives[key]):
             representatives[key].append(i)
             keep.append(i)
@@ -251,11 +252,15 @@ class MatchIndex:
             self.by_key[key].append(j)
         self.matcher = StructureMatcher()
 
-    def contains(self, structures: Sequence[Structure]) -> np.ndarray:
+    def contains(self, structures: Sequence[Structure], progress: bool = False) -> np.ndarray:
         reduced, keys = _match_keys(structures)
-        return np.array([any(_fit(self.matcher, reduced[i], self.reduced[j]) for j in self.by_key[key]) for i, key in enumerate(keys)], dtype=bool)
+        found = [
+            any(_fit(self.matcher, reduced[i], self.reduced[j]) for j in self.by_key[key])
+            for i, key in enumerate(tqdm(keys, desc="matching known structures", disable=not progress))
+        ]
+        return np.array(found, dtype=bool)
 
 
-def novel_mask(structures: Sequence[Structure], train: Sequence[Structure]) -> np.ndarray:
+def novel_mask(structures: Sequence[Structure], train: Sequence[Structure], progress: bool = False) -> np.ndarray:
     """True where a structure matches no structure of `train`."""
-    return ~MatchIndex(train).contains(structures)
+    return ~MatchIndex(train).contains(structures, progress)

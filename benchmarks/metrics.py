@@ -141,9 +141,9 @@ def evaluate(
         "comp_validity": float(comp_ok.mean()),
         "validity": float(valid.mean()),
     }
-    unique = [valid_samples[i] for i in unique_indices(valid_samples)]
+    unique = [valid_samples[i] for i in unique_indices(valid_samples, progress)]
     result["uniqueness"] = len(unique) / len(valid_samples) if valid_samples else 0.0
-    result["novelty"] = float(novel_mask(unique, train).mean()) if train is not None and unique else None
+    result["novelty"] = float(novel_mask(unique, train, progress).mean()) if train is not None and unique else None
 
     if cutoffs is not None:
         # As in CDVAE, a crystal counts in coverage unless it cannot be built (here: a broken cell)

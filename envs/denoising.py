@@ -113,7 +113,7 @@ class PriorAgent:
             nxt = self.policy.step_distribution(state, k).sample(self.generator)
         elif live.any():
             moved = self.policy.step_distribution(state.index(live), k[live]).sample(self.generator)
-            nxt = DiffusionState(*(getattr(state, f).clone() for f in ("types", "frac", "lattice", "mask")))
+            nxt = DiffusionState(state.types.clone(), state.frac.clone(), state.lattice.clone(), state.mask)
             for f in ACTION_FIELDS:
                 getattr(nxt, f)[live] = getattr(moved, f)
         action = {name: getattr(nxt, name).cpu().numpy() for name in ACTION_FIELDS}
@@ -228,6 +228,7 @@ class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
     """B crystals denoised in lockstep, scored in one reward call at t = 0 (the agents' fast path).
 
     Autoreset is next-step: the call after the final step resets every crystal and ignores its action.
+    `last_result` and `structures` keep the RewardResult and the crystals of the last finished batch.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}

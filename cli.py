@@ -28,15 +28,14 @@ def _read(path: str):
 
 
 def _load_split(source: str, split: str | None, seed: int, default_split: str):
-    """A CSV path (optionally our seeded split of it), or a known dataset name (its canonical split)."""
+    """A CSV path (optionally our seeded split of it, as pretraining makes it), or a known dataset name (its canonical split)."""
     from .datasets import KNOWN_DATASETS, fetch
-    from .policies.pretrain import split_dataset
 
     if not Path(source).exists() and source in KNOWN_DATASETS:
         data = _read(str(fetch(source, split or default_split)))
     else:
         data = _read(source)
-        data = split_dataset(data, seed)[split] if split else data
+        data = data.split(seed=seed)[split] if split else data
     if data.skipped:
         print(f"{source}: skipped {len(data.skipped)} unreadable rows (first: row {data.skipped[0][0]}: {data.skipped[0][1]})", file=sys.stderr)
     return data

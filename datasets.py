@@ -31,6 +31,7 @@ KNOWN_DATASETS = {
     "mpts_52": "https://raw.githubusercontent.com/jiaor17/DiffCSP/main/data/mpts_52/{split}.csv",
 }
 SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # what pretraining, the band-gap predictor and `evaluate --*-split` use
 
 
 class DatasetError(ValueError):
@@ -91,7 +92,7 @@ class CrystalDataset:
         counts = Counter(len(s) for s in self.structures)
         return DatasetStats(elements, dict(sorted(counts.items())), fingerprint(self.cifs))
 
-    def split(self, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, CrystalDataset]:
+    def split(self, fractions: Sequence[float] = SPLIT_FRACTIONS, seed: int = 0) -> dict[str, CrystalDataset]:
         """Deterministic train/val/test split: the same seed gives the same rows on any machine."""
         if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
             raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")

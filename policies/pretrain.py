@@ -14,12 +14,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..crystal import CrystalBatch
-from ..datasets import CrystalDataset, read_csv
+from ..datasets import SPLIT_FRACTIONS, CrystalDataset, read_csv
 from .checkpoint import atomic_save, save_policy
 from .diffusion import DiffusionPolicy, DiffusionState, PriorSpec
 from .network import DenoiserConfig
 
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 RESUMABLE = {"epochs", "device", "out"}  # settings a resumed run may change
 
 
@@ -69,14 +68,14 @@ def _lr(cfg: PretrainConfig, step: int, total: int) -> float:
 
 
 def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDataset) -> DiffusionPolicy:
-    stats = train.stats()
+    stats, full = train.stats(), data.stats()
     scale = float(np.mean([s.volume ** (1 / 3) for s in train.structures]))
     spec = PriorSpec(
-        elements=data.stats().elements,  # the whole file's vocabulary, so held-out crystals encode too
+        elements=full.elements,  # the whole file's vocabulary, so held-out crystals encode too
         num_atoms=stats.num_atoms,
         lattice_scale=scale,
         lattice_clip=1.5 * max(float(np.abs(s.lattice.matrix).max()) / scale for s in train.structures),
-        fingerprint=data.stats().fingerprint,
+        fingerprint=full.fingerprint,
         num_timesteps=cfg.num_timesteps,
         name=cfg.name or Path(cfg.data).name.split(".")[0],
         extra={"split_seed": cfg.split_seed, "split_fractions": list(SPLIT_FRACTIONS), "data": Path(cfg.data).name},

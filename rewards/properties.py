@@ -70,7 +70,9 @@ class MLIPSource(PropertySource):
         return [self.mlip.relax(s, **self.relax_kwargs).structure for s in structures]
 
     def energies(self, structures: Sequence[Structure]) -> np.ndarray:
-        return np.array([p.energy_per_atom for p in self.mlip.predict(self.prepared(structures))])
+        if self.relax:  # the relaxation ends with the energy: no second single point
+            return np.array([self.mlip.relax(s, **self.relax_kwargs).energy_per_atom for s in structures])
+        return np.array([p.energy_per_atom for p in self.mlip.predict(structures)])
 
 
 class EnergyPerAtom(MLIPSource):

@@ -14,6 +14,7 @@ from pymatgen.core import Composition, Structure
 from ..crystal import MatchIndex, unique_indices
 from .base import PropertySource
 from .mlip import MLIP
+from .properties import EnergyPerAtom, MLIPSource
 from .references import elemental_references
 
 
@@ -40,17 +41,8 @@ class ConvexHull:
         if path.exists():
             energies = json.loads(path.read_text())
         else:
-            energies = []
-            for start in range(0, len(self.reference), 256):
-                chunk = self.reference[start : start + 256]
-                try:
-                    energies += [p.energy_per_atom for p in self.mlip.predict(chunk)]
-                except Exception:  # isolate the reference crystals the model cannot handle
-                    for s in chunk:
-                        try:
-                            energies.append(self.mlip.predict([s])[0].energy_per_atom)
-                        except Exception:
-                            energies.append(None)
+            values = EnergyPerAtom(self.mlip)(self.reference).values  # a failing reference crystal is left out
+            energies = [float(v) if np.isfinite(v) else None for v in values]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(energies))
         return [PDEntry(s.composition, e * len(s)) for s, e in zip(self.reference, energies) if e is not None]
@@ -68,24 +60,18 @@ class ConvexHull:
         return float(self.diagram(composition).get_e_above_hull(entry, allow_negative=True))
 
 
-class EHull(PropertySource):
+class EHull(MLIPSource):
     """Energy above the MLIP hull (eV/atom), on the crystal as given or after MLIP relaxation."""
 
     name = "e_hull"
     unit = "eV/atom"
 
     def __init__(self, hull: ConvexHull, relax: bool = False, **relax_kwargs):
-        super().__init__()
-        self.hull, self.relax, self.relax_kwargs = hull, relax, relax_kwargs
-        self.cost = "mlip_relaxation" if relax else "mlip_single_point"
+        super().__init__(hull.mlip, relax, **relax_kwargs)
+        self.hull = hull
 
     def compute(self, structures: Sequence[Structure]):
-        mlip = self.hull.mlip
-        if self.relax:
-            energies = [mlip.relax(s, **self.relax_kwargs).energy_per_atom for s in structures]
-        else:
-            energies = [p.energy_per_atom for p in mlip.predict(structures)]
-        return [self.hull.e_above_hull(s.composition, e) for s, e in zip(structures, energies)]
+        return [self.hull.e_above_hull(s.composition, e) for s, e in zip(structures, self.energies(structures))]
 
 
 class SUNFilter:

@@ -116,6 +116,51 @@ def cmd_envs(args) -> int:
     return 0
 
 
+def _options(pairs: list[str]) -> dict:
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def cmd_train(args) -> int:
+    from .agents.trainer import Trainer, TrainConfig, evaluate_policy
+
+    cfg = TrainConfig(
+        env_id=args.env,
+        agent=args.agent,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        seed=args.seed,
+        out=args.out,
+        device=args.device,
+        wandb=args.wandb,
+        novelty_reference=args.reference,
+        diversity=args.diversity,
+        agent_options=_options(args.set),
+    )
+    trainer = Trainer(cfg)
+    before = evaluate_policy(trainer.prior, args.env, args.evaluate) if args.evaluate and not args.resume else None
+    out = trainer.run(resume=args.resume)
+    print(f"logs: {out / 'metrics.csv'}, {out / 'tensorboard'}; best crystals: {out / 'best.csv'}; every crystal: {out / 'evaluated.csv'}")
+    print(f"fine-tuned policy: {out / 'policy.pt'} (latticegym sample --prior {out / 'policy.pt'} ...)")
+    if args.evaluate:
+        after = evaluate_policy(trainer.policy, args.env, args.evaluate)
+        rows = [("prior", before)] if before else []
+        rows.append(("fine-tuned", after))
+        print(f"{args.evaluate} fresh samples each, task reward without diversity filter:")
+        print(f"{'':12s}{'success':>9s}{'reward':>9s}{'unique':>9s}")
+        for name, m in rows:
+            print(f"{name:12s}{m['success_rate']:9.3f}{m['reward_mean']:9.3f}{m['uniqueness']:9.3f}")
+    return 0
+
+
 def cmd_not_yet(args) -> int:
     print(f"latticegym {args.command}: not available in this version yet", file=sys.stderr)
     return 2
@@ -166,7 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envs", help="list the registered environments")
     p.set_defaults(func=cmd_envs)
 
-    for name, text in [("train", "fine-tune a prior with RL"), ("bench", "run a benchmark suite")]:
+    p = sub.add_parser("train", help="fine-tune a task's prior with RL")
+    p.add_argument("--env", required=True, help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`)")
+    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce"], default="ppo")
+    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=100, help="reverse-diffusion steps T")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory: metrics.csv, tensorboard/, best.csv, evaluated.csv, checkpoint.pt, policy.pt")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly (--iterations may be raised)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"], help="also log to Weights & Biases (default mode: offline)")
+    p.add_argument("--reference", help="CSV(.gz) of known crystals for novelty; the prior's own file means its training split")
+    p.add_argument("--diversity", choices=["default", "none", "composition", "structure"], default="default", help="diversity filter on the reward (default: the agent's recipe)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option, e.g. --set lr=1e-5 --set kl_coef=0.02")
+    p.add_argument("--evaluate", type=int, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after")
+    p.set_defaults(func=cmd_train)
+
+    for name, text in [("bench", "run a benchmark suite")]:
         p = sub.add_parser(name, help=f"{text} (not available yet)")
         p.set_defaults(func=cmd_not_yet)
     return parser

@@ -51,6 +51,15 @@ class DiffusionState:
 
 
 @dataclass
+class Corrupted:
+    """Clean crystals noised to training timesteps `t`, with the network's regression targets (types, frac, lattice)."""
+
+    t: torch.Tensor
+    state: DiffusionState
+    targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass
 class StepDistribution:
     """p(x_{k-1} | x_k) for a batch; stds are per crystal, shape (B,)."""
 
@@ -178,8 +187,8 @@ class DiffusionPolicy(nn.Module):
         return CrystalBatch(atom_types, frac, lattice, mask)
 
     # ------------------------------------------------------------------ training
-    def loss(self, x0: DiffusionState, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """DiffCSP's denoising loss at uniformly drawn training timesteps."""
+    def corrupt(self, x0: DiffusionState, generator: torch.Generator | None = None) -> Corrupted:
+        """Noise clean crystals to uniformly drawn training timesteps; returns inputs and regression targets."""
         b, n, k = x0.types.shape
         dev = x0.types.device
         sch = self.schedules
@@ -197,16 +206,36 @@ class DiffusionPolicy(nn.Module):
         frac_t = wrap(x0.frac + sigma[:, None, None] * z_f) * mask
         target_f = wrapped_normal_score(sigma[:, None, None] * z_f, sigma[:, None, None].expand_as(z_f))
         target_f = target_f / sch.score_norm[t].sqrt()[:, None, None] * mask
+        return Corrupted(t, DiffusionState(types_t, frac_t, lattice_t, x0.mask), (eps_a, target_f, eps_l))
 
-        pred_a, pred_f, pred_l = self.network(types_t, frac_t, lattice_t, x0.mask, t.float() / sch.num_timesteps)
+    def predict(self, noisy: Corrupted) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network's (types, frac, lattice) outputs on a corrupted batch."""
+        s = noisy.state
+        return self.network(s.types, s.frac, s.lattice, s.mask, noisy.t.float() / self.schedules.num_timesteps)
+
+    def loss(self, x0: DiffusionState, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """DiffCSP's denoising loss at uniformly drawn training timesteps, averaged over the batch's atoms."""
+        noisy = self.corrupt(x0, generator)
+        (pred_a, pred_f, pred_l), (eps_a, target_f, eps_l) = self.predict(noisy), noisy.targets
+        mask = x0.mask.to(x0.types.dtype)[..., None]
         atoms = mask.sum().clamp(min=1)
         parts = {
             "lattice": ((pred_l - eps_l) ** 2).mean(),
             "frac": ((pred_f - target_f) ** 2 * mask).sum() / (3 * atoms),
-            "types": ((pred_a - eps_a) ** 2 * mask).sum() / (k * atoms),
+            "types": ((pred_a - eps_a) ** 2 * mask).sum() / (x0.types.shape[-1] * atoms),
         }
         parts["loss"] = sum(LOSS_WEIGHTS[name] * parts[name] for name in LOSS_WEIGHTS)
         return parts
+
+    @staticmethod
+    def per_crystal_error(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
+        """The weighted denoising squared error between two (types, frac, lattice) triples, per crystal; shape (B,)."""
+        m = mask.to(a[0].dtype)
+        atoms = m.sum(-1).clamp(min=1)
+        types = ((a[0] - b[0]) ** 2).mean(-1).mul(m).sum(-1) / atoms
+        frac = ((a[1] - b[1]) ** 2).mean(-1).mul(m).sum(-1) / atoms
+        lattice = ((a[2] - b[2]) ** 2).mean((-1, -2))
+        return LOSS_WEIGHTS["types"] * types + LOSS_WEIGHTS["frac"] * frac + LOSS_WEIGHTS["lattice"] * lattice
 
     # ------------------------------------------------------------------ the MDP
     def initial_state(

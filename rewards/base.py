@@ -79,6 +79,13 @@ class PropertySource(ABC):
     def compute(self, structures: Sequence[Structure]) -> Sequence[float]:
         """Raw values for a batch (NaN allowed)."""
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue exactly: the evaluation count (subclasses add caches)."""
+        return {"evaluations": self.evaluations}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.evaluations = state["evaluations"]
+
     def __call__(self, structures: Sequence[Structure]) -> PropertyValues:
         structures = list(structures)
         self.evaluations += len(structures)

@@ -30,6 +30,14 @@ class Cached(PropertySource):
     def evaluations(self) -> int:
         return self.source.evaluations
 
+    def state_dict(self) -> dict:
+        return {"source": self.source.state_dict(), "store": {k: list(v) for k, v in self._store.items()}, "hits": self.hits}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.source.load_state_dict(state["source"])
+        self._store = defaultdict(list, {k: list(v) for k, v in state["store"].items()})
+        self.hits = state["hits"]
+
     def compute(self, structures: Sequence[Structure]):
         return self(structures).values
 

@@ -90,6 +90,20 @@ class CompositeReward:
         """Property evaluations so far, over every source this reward uses."""
         return sum(s.evaluations for s in self.sources)
 
+    def state_dict(self) -> dict:
+        """Evaluation counts, caches and diversity memory: what a resumed training run must restore."""
+        return {
+            "sources": [s.state_dict() for s in self.sources],
+            "filters": [f.state_dict() if hasattr(f, "state_dict") else None for f in self.filters],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for source, s in zip(self.sources, state["sources"], strict=True):
+            source.load_state_dict(s)
+        for f, s in zip(self.filters, state["filters"], strict=True):
+            if s is not None:
+                f.load_state_dict(s)
+
     def __call__(self, structures: Sequence[Structure]) -> RewardResult:
         structures = list(structures)
         n = len(structures)

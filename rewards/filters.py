@@ -10,6 +10,38 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 
+class CrystalKeys:
+    """Names crystals so that repeats share a name: the reduced formula, or formula plus polymorph.
+
+    `mode="structure"` matches each crystal (StructureMatcher) against the polymorphs of its formula
+    seen so far, so the names depend on the order crystals arrive in; the state is saved with a run.
+    """
+
+    def __init__(self, mode: str = "composition"):
+        if mode not in ("composition", "structure"):
+            raise ValueError(f"mode must be 'composition' or 'structure', got {mode!r}")
+        self.mode = mode
+        self._structures: dict[str, list[Structure]] = {}  # formula -> one representative per polymorph
+        self._matcher = StructureMatcher()
+
+    def __call__(self, structure: Structure) -> str:
+        formula = structure.composition.reduced_formula
+        if self.mode == "composition":
+            return formula
+        reps = self._structures.setdefault(formula, [])
+        for i, rep in enumerate(reps):
+            if self._matcher.fit(structure, rep):
+                return f"{formula}#{i}"
+        reps.append(structure)
+        return f"{formula}#{len(reps) - 1}"
+
+    def state_dict(self) -> dict:
+        return {k: list(v) for k, v in self._structures.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._structures = {k: list(v) for k, v in state.items()}
+
+
 class DiversityFilter:
     """Penalise repeats across the whole run (MatInvent).
 
@@ -21,25 +53,22 @@ class DiversityFilter:
     """
 
     def __init__(self, mode: str = "composition", tol: int = 3, buffer: int = 6, count_self: bool = False):
-        if mode not in ("composition", "structure"):
-            raise ValueError(f"mode must be 'composition' or 'structure', got {mode!r}")
         if not 0 <= tol < buffer:
             raise ValueError(f"need 0 <= tol < buffer, got tol={tol}, buffer={buffer}")
-        self.mode, self.tol, self.buffer, self.count_self = mode, tol, buffer, count_self
+        self.tol, self.buffer, self.count_self = tol, buffer, count_self
+        self.keys = CrystalKeys(mode)
         self.counts: Counter = Counter()
-        self._structures: dict[str, list[tuple[Structure, int]]] = {}  # formula -> (representative, key)
-        self._matcher = StructureMatcher()
 
-    def key(self, structure: Structure) -> str:
-        formula = structure.composition.reduced_formula
-        if self.mode == "composition":
-            return formula
-        reps = self._structures.setdefault(formula, [])
-        for rep, k in reps:
-            if self._matcher.fit(structure, rep):
-                return f"{formula}#{k}"
-        reps.append((structure, len(reps)))
-        return f"{formula}#{len(reps) - 1}"
+    @property
+    def mode(self) -> str:
+        return self.keys.mode
+
+    def state_dict(self) -> dict:
+        return {"counts": dict(self.counts), "keys": self.keys.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts = Counter(state["counts"])
+        self.keys.load_state_dict(state["keys"])
 
     def multiplier(self, occ: int) -> float:
         if occ <= self.tol:
@@ -53,7 +82,7 @@ class DiversityFilter:
         for i, s in enumerate(structures):
             if not ok[i]:
                 continue
-            key = self.key(s)
+            key = self.keys(s)
             if self.count_self:
                 self.counts[key] += 1
                 factors[i] = self.multiplier(self.counts[key])

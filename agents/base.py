@@ -1,0 +1,69 @@
+"""What the trainer needs of an agent, and the pieces the policy-gradient agents share."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from ..policies import DiffusionPolicy, DiffusionState, StepDistribution
+from .rollout import Rollout, Trajectories
+
+
+class Agent(Protocol):
+    name: str
+    # Reward-side diversity filter the agent's recipe expects (DiversityFilter kwargs), or None.
+    default_diversity: dict | None
+
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def normalized_advantages(rewards: torch.Tensor, groups: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """(R - mean) / std within each group (one group when `groups` is None)."""
+    groups = torch.zeros_like(rewards, dtype=torch.long) if groups is None else groups
+    mean, std = torch.zeros_like(rewards), torch.ones_like(rewards)
+    for g in groups.unique():
+        sel = groups == g
+        r = rewards[sel]
+        mean[sel] = r.mean()
+        std[sel] = r.std(unbiased=False) if sel.sum() > 1 else 1.0
+    return (rewards - mean) / (std + eps)
+
+
+def random_steps(num_steps: int, fraction: float, generator: torch.Generator) -> list[int]:
+    """A random subset of step indices k in 1..T: DDPO's per-update timestep subsampling."""
+    n = max(1, round(fraction * num_steps))
+    return (torch.randperm(num_steps, generator=generator, device=generator.device).cpu()[:n] + 1).tolist()
+
+
+def step_terms(policy: DiffusionPolicy, prior: DiffusionPolicy, batch: Trajectories, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """At step k of every trajectory in `batch`: new log-prob of the taken action, old log-prob, and KL(policy || prior)."""
+    state = batch.state(k)
+    dist: StepDistribution = policy.step_distribution(state, k)
+    with torch.no_grad():
+        ref = prior.step_distribution(state, k)
+    log_prob = dist.log_prob(batch.state(k - 1))
+    return log_prob, batch.log_probs[batch.num_steps - k], dist.kl(ref)
+
+
+@torch.no_grad()
+def trajectory_kl(policy: DiffusionPolicy, prior: DiffusionPolicy, batch: Trajectories, chunk: int = 256) -> torch.Tensor:
+    """KL(policy || prior) of whole trajectories, summed over every step; shape (B,).
+
+    All (crystal, step) pairs go through the network together, `chunk` at a time.
+    """
+    t, b = batch.num_steps, len(batch)
+    flat = lambda x: x[:-1].reshape(t * b, *x.shape[2:])  # noqa: E731  x_T .. x_1, step-major
+    types, frac, lattice = flat(batch.types), flat(batch.frac), flat(batch.lattice)
+    mask = batch.mask.repeat(t, 1)
+    ks = torch.arange(t, 0, -1, device=mask.device).repeat_interleave(b)
+    kls = []
+    for s in range(0, t * b, chunk):
+        state = DiffusionState(types[s : s + chunk], frac[s : s + chunk], lattice[s : s + chunk], mask[s : s + chunk])
+        k = ks[s : s + chunk]
+        kls.append(policy.step_distribution(state, k).kl(prior.step_distribution(state, k)))
+    return torch.cat(kls).reshape(t, b).sum(0)

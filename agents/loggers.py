@@ -1,0 +1,88 @@
+"""Where a training run writes: metrics.csv, TensorBoard, Weights & Biases (online or offline)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def truncate_csv(path: Path, before_iteration: int) -> None:
+    """Keep the rows of iterations < `before_iteration`: a resumed run rewrites the rest exactly."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    col = rows[0].index("iteration")
+    kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(rows[0]) and int(r[col]) < before_iteration]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    tmp.replace(path)
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    """Append rows; the header is written with the first rows and later rows keep its columns."""
+    if not rows:
+        return
+    exists = path.exists() and path.stat().st_size > 0
+    if exists:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f))
+    else:
+        header = list(rows[0])
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        if not exists:
+            writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+
+
+class RunLog:
+    """One iteration at a time to CSV, TensorBoard and optionally W&B."""
+
+    def __init__(self, out: Path, start_iteration: int, config: dict, wandb_mode: str | None = None, wandb_id: str | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out = out
+        self.metrics_path = out / "metrics.csv"
+        truncate_csv(self.metrics_path, start_iteration)
+        # purge_step drops events a killed run wrote past its last checkpoint.
+        self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_iteration if start_iteration else None)
+        self.wandb = None
+        self.wandb_id = wandb_id
+        if wandb_mode:
+            import wandb
+
+            self.wandb = wandb.init(
+                project="latticegym", dir=str(out), mode=wandb_mode, config=config, id=wandb_id, resume="allow", name=out.name, reinit="finish_previous"
+            )
+            self.wandb_id = self.wandb.id
+
+    def log(self, iteration: int, metrics: dict[str, float], histograms: dict[str, np.ndarray]) -> None:
+        append_csv(self.metrics_path, [{"iteration": iteration, **metrics}])
+        for name, value in metrics.items():
+            if value is not None and math.isfinite(value):
+                self.tb.add_scalar(name, value, iteration)
+        for name, values in histograms.items():
+            values = np.asarray(values, dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values):
+                self.tb.add_histogram(name, values, iteration)
+        self.tb.flush()
+        if self.wandb is not None:
+            import wandb
+
+            payload = dict(metrics)
+            payload.update({f"hist/{k}": wandb.Histogram(np.asarray(v)[np.isfinite(v)]) for k, v in histograms.items() if np.isfinite(v).any()})
+            self.wandb.log(payload, step=iteration)
+
+    def close(self) -> None:
+        self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -1,0 +1,130 @@
+"""PPO over denoising steps (DDPO-style) with a closed-form KL penalty to the frozen prior.
+
+Per iteration: normalise each trajectory's final reward into an advantage, mix in replayed
+trajectories, then for a few epochs over minibatches of trajectories take a random subset of steps
+and minimise
+
+    -min(r_k A, clip(r_k, 1 - eps, 1 + eps) A) + beta * KL_k(policy || prior)
+
+averaged over the sampled steps, where r_k is the ratio of the step's joint density (summed, not
+averaged, over atoms and fields) under the current and the sampling policy. For replayed
+trajectories the sampling policy is an older one, so r_k is the importance ratio that discounts
+stale samples. The optimizer keeps its state across iterations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..policies import DiffusionPolicy
+from .base import normalized_advantages, random_steps, step_terms
+from .replay import Replay
+from .rollout import Rollout, Trajectories
+
+
+@dataclass
+class PPOConfig:
+    lr: float = 1e-4
+    epochs: int = 2  # passes over each batch
+    minibatch_size: int = 16  # trajectories
+    step_fraction: float = 0.2  # of the T steps, drawn afresh per minibatch
+    clip_range: float = 0.2  # on the ratio of joint step densities
+    kl_coef: float = 0.01  # beta, per step of KL
+    target_kl: float | None = None  # trajectory KL; when set, beta doubles/halves to track it
+    max_grad_norm: float = 1.0
+    advantage_groups: str = "batch"  # or "num_atoms": normalise among crystals of one size
+    replay_capacity: int = 64  # 0 disables replay
+    replay_mix: float = 0.2  # fraction of each update's trajectories drawn from replay
+    replay_top_k: int = 8  # best trajectories of each batch offered to replay
+    replay_dedup: str = "composition"  # or "structure"
+
+
+class PPO:
+    name = "ppo"
+    default_diversity: dict | None = None
+
+    def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: PPOConfig | None = None, seed: int = 0):
+        self.policy, self.prior = policy, prior
+        self.cfg = cfg = config or PPOConfig()
+        if cfg.advantage_groups not in ("batch", "num_atoms"):
+            raise ValueError(f"advantage_groups must be 'batch' or 'num_atoms', got {cfg.advantage_groups!r}")
+        if not 0 <= cfg.replay_mix < 1:
+            raise ValueError(f"replay_mix must be in [0, 1), got {cfg.replay_mix}")
+        self.optimizer = torch.optim.Adam(policy.network.parameters(), lr=cfg.lr)
+        self.kl_coef = cfg.kl_coef
+        self.replay = Replay(cfg.replay_capacity, cfg.replay_dedup) if cfg.replay_capacity else None
+        self.rng = torch.Generator(device=policy.device).manual_seed(seed)
+
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        cfg = self.cfg
+        fresh = rollout.trajectories
+        groups = fresh.mask.sum(1) if cfg.advantage_groups == "num_atoms" else None
+        advantages = normalized_advantages(fresh.rewards, groups)
+        data = fresh
+        replayed = 0
+        if self.replay is not None:
+            old = self.replay.sample(round(len(fresh) * cfg.replay_mix / (1 - cfg.replay_mix)), self.rng)
+            if old is not None:
+                old = old.to(fresh.rewards.device)
+                # Judge replayed rewards against this batch: a stale winner is only as good as it is now.
+                advantages = torch.cat([advantages, (old.rewards - fresh.rewards.mean()) / (fresh.rewards.std(unbiased=False) + 1e-8)])
+                data, replayed = Trajectories.cat([fresh, old]), len(old)
+
+        stats: dict[str, list[float]] = {"policy_loss": [], "step_kl": [], "approx_kl": [], "clipfrac": [], "grad_norm": []}
+        self.policy.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(data), generator=self.rng, device=self.rng.device).cpu()
+            for start in range(0, len(data), cfg.minibatch_size):
+                idx = order[start : start + cfg.minibatch_size]
+                batch, adv = data.index(idx), advantages[idx.to(advantages.device)]
+                steps = random_steps(data.num_steps, cfg.step_fraction, self.rng)
+                self.optimizer.zero_grad()
+                for k in steps:
+                    log_prob, old_log_prob, kl = step_terms(self.policy, self.prior, batch, k)
+                    log_ratio = log_prob - old_log_prob
+                    ratio = log_ratio.clamp(max=20.0).exp()  # clamp: a far-off replayed step must not overflow
+                    clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                    pg = -torch.minimum(ratio * adv, clipped * adv).mean()
+                    loss = (pg + self.kl_coef * kl.mean()) / len(steps)
+                    loss.backward()
+                    with torch.no_grad():
+                        stats["policy_loss"].append(pg.item())
+                        stats["step_kl"].append(kl.mean().item())
+                        stats["approx_kl"].append(((ratio - 1) - log_ratio).mean().item())
+                        stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
+                norm = torch.nn.utils.clip_grad_norm_(self.policy.network.parameters(), cfg.max_grad_norm)
+                stats["grad_norm"].append(norm.item())
+                self.optimizer.step()
+        self.policy.eval()
+
+        out = {k: float(np.mean(v)) for k, v in stats.items()}
+        out["trajectory_kl"] = out.pop("step_kl") * data.num_steps
+        out["kl_coef"] = self.kl_coef
+        out["replayed"] = float(replayed)
+        if cfg.target_kl is not None:
+            if out["trajectory_kl"] > 1.5 * cfg.target_kl:
+                self.kl_coef *= 2.0
+            elif out["trajectory_kl"] < cfg.target_kl / 1.5:
+                self.kl_coef /= 2.0
+        if self.replay is not None:
+            self.replay.add(fresh, rollout.structures, rollout.result.ok, cfg.replay_top_k, iteration)
+            out["replay_size"] = float(len(self.replay))
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "kl_coef": self.kl_coef,
+            "replay": self.replay.state_dict() if self.replay is not None else None,
+            "rng": self.rng.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef = state["kl_coef"]
+        if self.replay is not None:
+            self.replay.load_state_dict(state["replay"])
+        self.rng.set_state(state["rng"])

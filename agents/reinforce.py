@@ -1,0 +1,66 @@
+"""REINFORCE with a batch-mean baseline: the simple reference policy gradient.
+
+One gradient step per batch on (R - mean R) * sum_k log p(x_{k-1} | x_k), estimated on a random
+subset of steps, plus the same closed-form KL penalty to the prior as PPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..policies import DiffusionPolicy
+from .base import random_steps, step_terms
+from .rollout import Rollout
+
+
+@dataclass
+class REINFORCEConfig:
+    lr: float = 1e-5
+    step_fraction: float = 0.2
+    kl_coef: float = 0.01
+    max_grad_norm: float = 1.0
+    minibatch_size: int = 32  # trajectories per backward pass (gradients accumulate over the batch)
+
+
+class REINFORCE:
+    name = "reinforce"
+    default_diversity: dict | None = None
+
+    def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: REINFORCEConfig | None = None, seed: int = 0):
+        self.policy, self.prior = policy, prior
+        self.cfg = config or REINFORCEConfig()
+        self.optimizer = torch.optim.Adam(policy.network.parameters(), lr=self.cfg.lr)
+        self.rng = torch.Generator(device=policy.device).manual_seed(seed)
+
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        cfg = self.cfg
+        data = rollout.trajectories
+        advantages = data.rewards - data.rewards.mean()
+        steps = random_steps(data.num_steps, cfg.step_fraction, self.rng)
+        losses, kls = [], []
+        self.policy.train()
+        self.optimizer.zero_grad()
+        for start in range(0, len(data), cfg.minibatch_size):
+            idx = torch.arange(start, min(start + cfg.minibatch_size, len(data)))
+            batch, adv = data.index(idx), advantages[idx.to(advantages.device)]
+            share = len(idx) / len(data)
+            for k in steps:
+                log_prob, _, kl = step_terms(self.policy, self.prior, batch, k)
+                pg = -(adv * log_prob).mean()
+                ((pg + cfg.kl_coef * kl.mean()) * share / len(steps)).backward()
+                losses.append(pg.item())
+                kls.append(kl.mean().item())
+        norm = torch.nn.utils.clip_grad_norm_(self.policy.network.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.policy.eval()
+        return {"policy_loss": float(np.mean(losses)), "trajectory_kl": float(np.mean(kls)) * data.num_steps, "grad_norm": norm.item()}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])

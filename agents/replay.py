@@ -1,0 +1,64 @@
+"""Experience replay of whole trajectories: the best distinct crystals so far, with their behaviour log-probs.
+
+Entries are keyed by composition or by structure (`rewards.filters.CrystalKeys`); a key keeps only its
+best trajectory. Replayed trajectories keep the log-probs of the policy that sampled them, so a
+learner can weigh them by the importance ratio against the current policy.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..rewards.filters import CrystalKeys
+from .rollout import Trajectories
+
+
+class Replay:
+    def __init__(self, capacity: int = 64, dedup: str = "composition"):
+        if capacity < 1:
+            raise ValueError(f"replay capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.keys = CrystalKeys(dedup)
+        self.buffer: Trajectories | None = None  # extra["key"], extra["iteration"] ride along
+
+    def __len__(self) -> int:
+        return 0 if self.buffer is None else len(self.buffer)
+
+    def add(self, batch: Trajectories, structures: Sequence, eligible: np.ndarray, top_k: int, iteration: int) -> None:
+        """Offer the `top_k` best eligible trajectories of a batch; keep the best per key, then the best `capacity`."""
+        order = [i for i in np.argsort(-batch.rewards.cpu().numpy(), kind="stable") if eligible[i]][:top_k]
+        if not order:
+            return
+        new = batch.index(order).to("cpu")
+        new.extra = {"key": np.array([self.keys(structures[i]) for i in order], dtype=object), "iteration": np.full(len(order), iteration)}
+        pool = new if self.buffer is None else Trajectories.cat([self.buffer, new])
+        best: dict[str, int] = {}
+        rewards = pool.rewards.numpy()
+        for i, key in enumerate(pool.extra["key"]):
+            if key not in best or rewards[i] > rewards[best[key]]:
+                best[key] = i
+        keep = sorted(best.values(), key=lambda i: -rewards[i])[: self.capacity]
+        self.buffer = pool.index(sorted(keep))
+
+    def purge(self, keys: set[str]) -> None:
+        """Drop entries whose key the diversity filter now penalises (MatInvent's memory purge)."""
+        if self.buffer is None or not keys:
+            return
+        keep = [i for i, k in enumerate(self.buffer.extra["key"]) if k not in keys]
+        self.buffer = self.buffer.index(keep) if keep else None
+
+    def sample(self, n: int, generator: torch.Generator) -> Trajectories | None:
+        if self.buffer is None or n <= 0:
+            return None
+        n = min(n, len(self.buffer))
+        return self.buffer.index(torch.randperm(len(self.buffer), generator=generator, device=generator.device).cpu()[:n].sort().values)
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer, "keys": self.keys.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer = state["buffer"]
+        self.keys.load_state_dict(state["keys"])

@@ -1,0 +1,272 @@
+"""The training loop: roll out through the vector env, score, update, log, checkpoint; resumable exactly.
+
+Each iteration ends with, in this order, its rows in `evaluated.csv` and `metrics.csv`, `best.csv`,
+TensorBoard/W&B, then an atomic `checkpoint.pt` (policy, optimizer, agent, every RNG stream, reward
+caches and diversity memory). `--resume` loads it, drops any rows a killed run wrote past it, and
+continues with the next iteration as if nothing happened.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from tqdm import tqdm
+
+from ..crystal import MatchIndex, structure_to_cif, unique_indices, validity
+from ..envs.denoising import CrystalDenoisingVectorEnv
+from ..envs.tasks import Task, get_task
+from ..policies import DiffusionPolicy, load_prior, save_policy
+from ..policies.checkpoint import atomic_save
+from ..rewards.composite import CompositeReward
+from ..rewards.filters import DiversityFilter
+from .base import Agent, trajectory_kl
+from .loggers import RunLog, append_csv, truncate_csv
+from .ppo import PPO, PPOConfig
+from .reinforce import REINFORCE, REINFORCEConfig
+from .rollout import Rollout, collect
+from .rwkl import RewardWeightedKL, RWKLConfig
+
+AGENTS: dict[str, tuple[type, type]] = {
+    "ppo": (PPO, PPOConfig),
+    "rwkl": (RewardWeightedKL, RWKLConfig),
+    "reinforce": (REINFORCE, REINFORCEConfig),
+}
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    env_id: str
+    agent: str = "ppo"
+    iterations: int = 30
+    batch_size: int = 64
+    steps: int = 100  # reverse-diffusion steps T
+    seed: int = 0
+    out: str = "runs/train"
+    device: str = "cpu"
+    wandb: str | None = None  # "offline" or "online"
+    novelty_reference: str | None = None  # CSV(.gz) of known crystals; the prior's own file means its training split
+    diversity: str = "default"  # "default" (the agent's recipe), "none", "composition" or "structure"
+    agent_options: dict = field(default_factory=dict)  # fields of the agent's config dataclass
+    kl_crystals: int = 8  # trajectories whose KL to the prior (over all steps) is logged each iteration
+    best_size: int = 100
+
+
+def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, options: dict | None = None, seed: int = 0) -> Agent:
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
+    cls, config_cls = AGENTS[name]
+    known = {f.name: f.type for f in fields(config_cls)}
+    unknown = set(options or {}) - set(known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for agent {name!r}; options: {', '.join(known)}")
+    return cls(policy, prior, config_cls(**(options or {})), seed=seed)
+
+
+class TimedReward:
+    """Passes a reward through, adding up the seconds it takes (the env calls it inside `step`)."""
+
+    def __init__(self, reward):
+        self.reward = reward
+        self.seconds = 0.0
+
+    def __call__(self, structures):
+        start = time.perf_counter()
+        try:
+            return self.reward(structures)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def _with_diversity(reward, mode: str, default: dict | None):
+    spec = default if mode == "default" else (None if mode == "none" else {"mode": mode})
+    if spec is None:
+        return reward
+    if not isinstance(reward, CompositeReward):
+        raise ValueError(f"a diversity filter needs a CompositeReward, the task's reward is {type(reward).__name__}; pass diversity='none'")
+    if not any(isinstance(f, DiversityFilter) for f in reward.filters):
+        reward.filters.append(DiversityFilter(**spec))
+    return reward
+
+
+def _novelty_index(path: str | None, prior: DiffusionPolicy) -> MatchIndex | None:
+    if not path:
+        return None
+    from ..datasets import read_csv
+
+    data = read_csv(path, skip_bad=True)
+    extra = prior.spec.extra
+    if Path(path).name == extra.get("data"):  # the prior's own file: compare with what it trained on
+        data = data.split(tuple(extra.get("split_fractions", (0.8, 0.1, 0.1))), seed=extra.get("split_seed", 0))["train"]
+    return MatchIndex(data.structures)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.task: Task | None = get_task(cfg.env_id) if not cfg.env_id.endswith("Custom-v0") else None
+        if self.task is None:
+            raise ValueError("training needs a registered task id (LatticeGym/<Task>-v0); see `latticegym envs`")
+        torch.manual_seed(cfg.seed)
+        self.policy = load_prior(self.task.prior, num_steps=cfg.steps, device=cfg.device)
+        self.prior = self.policy.frozen_copy()
+        self.agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
+        self.reward = _with_diversity(self.task.make_reward(), cfg.diversity, self.agent.default_diversity)
+        self.timed = TimedReward(self.reward)
+        self.env: CrystalDenoisingVectorEnv = gym.make_vec(
+            cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps
+        ).unwrapped
+        self.generator = torch.Generator(device=self.policy.device).manual_seed(cfg.seed)
+        self.novelty = _novelty_index(cfg.novelty_reference, self.prior)
+        self.iteration = 0  # the next one to run
+        self.best: list[dict] = []
+        self.scored = 0
+        self._matcher = StructureMatcher()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, wandb_id: str | None) -> None:
+        state = {
+            "iteration": self.iteration,
+            "config": asdict(self.cfg),
+            "policy": self.policy.network.state_dict(),
+            "agent": self.agent.state_dict(),
+            "generator": self.generator.get_state(),
+            "env_rng": self.env.np_random.bit_generator.state,
+            "reward": self.reward.state_dict() if hasattr(self.reward, "state_dict") else None,
+            "best": self.best,
+            "scored": self.scored,
+            "wandb_id": wandb_id,
+        }
+        atomic_save(state, self.out / CHECKPOINT)
+
+    def load(self) -> str | None:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+        state = torch.load(path, map_location=self.policy.device, weights_only=False)
+        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb")}
+        ours = {k: v for k, v in asdict(self.cfg).items() if k in saved}
+        if saved != ours:
+            diff = {k: (saved[k], ours[k]) for k in saved if saved[k] != ours[k]}
+            raise ValueError(f"--resume with different settings than the checkpoint (checkpoint, now): {diff}")
+        self.iteration = state["iteration"]
+        self.policy.network.load_state_dict(state["policy"])
+        self.agent.load_state_dict(state["agent"])
+        self.generator.set_state(state["generator"].cpu() if self.policy.device.type == "cpu" else state["generator"])
+        self.env.np_random = np.random.default_rng()
+        self.env.np_random.bit_generator.state = state["env_rng"]
+        if state["reward"] is not None:
+            self.reward.load_state_dict(state["reward"])
+        self.best, self.scored = state["best"], state["scored"]
+        return state["wandb_id"]
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, resume: bool = False, progress: bool = True) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        wandb_id = self.load() if resume else None
+        if not resume and (self.out / CHECKPOINT).exists():
+            raise FileExistsError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        truncate_csv(self.out / "evaluated.csv", self.iteration)
+        log = RunLog(self.out, self.iteration, asdict(self.cfg), self.cfg.wandb, wandb_id)
+        bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc=f"{self.cfg.agent} on {self.task.name}", unit="it", disable=not progress)
+        try:
+            while self.iteration < self.cfg.iterations:
+                metrics, hists = self.step()
+                log.log(self.iteration, metrics, hists)
+                self.iteration += 1
+                self.save(log.wandb_id)
+                save_policy(self.policy, self.out / "policy.pt")
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", success=f"{metrics['success_rate']:.2f}", kl=f"{metrics['kl']:.1f}")
+                bar.update()
+        finally:
+            bar.close()
+            log.close()
+        return self.out
+
+    def step(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        it = self.iteration
+        self.timed.seconds = 0.0
+        rollout = collect(self.env, self.policy, self.generator, seed=self.cfg.seed if it == 0 else None)
+        t_reward = self.timed.seconds
+        metrics = self._metrics(rollout)
+        start = time.perf_counter()
+        stats = self.agent.update(rollout, it)
+        t_update = time.perf_counter() - start
+        metrics.update(stats)
+        metrics.update(t_sample=rollout.seconds - t_reward, t_reward=t_reward, t_update=t_update)
+        self._record(rollout)
+        hists = {"reward": rollout.result.values, **{f"property/{k}": v for k, v in rollout.result.properties.items()}}
+        return metrics, hists
+
+    def _metrics(self, rollout: Rollout) -> dict[str, float]:
+        structures, result = rollout.structures, rollout.result
+        self.scored += len(structures)
+        metrics = {
+            "evaluations": float(getattr(self.reward, "evaluations", self.scored)),
+            "reward_mean": float(np.mean(result.values)),
+            "reward_max": float(np.max(result.values)),
+            "success_rate": float(np.mean(rollout.success)),
+            "validity": float(np.mean([bool(validity(s)) for s in structures])),
+            "uniqueness": len(unique_indices(structures)) / len(structures),
+            "novelty": float(1 - self.novelty.contains(structures).mean()) if self.novelty is not None else float("nan"),
+            # of the policy that sampled this batch, before its update
+            "kl": float(trajectory_kl(self.policy, self.prior, rollout.trajectories.index(range(min(self.cfg.kl_crystals, len(structures))))).mean()),
+            "ok_rate": float(np.mean(result.ok)),
+        }
+        for name, values in result.properties.items():
+            finite = np.asarray(values, dtype=float)[np.isfinite(values)]
+            metrics[f"{name}_mean"] = float(finite.mean()) if len(finite) else float("nan")
+        return metrics
+
+    def _record(self, rollout: Rollout) -> None:
+        result, it = rollout.result, self.iteration
+        rows = []
+        for i, s in enumerate(rollout.structures):
+            row = {"material_id": f"it{it:04d}-{i:03d}", "iteration": it, "reward": float(result.values[i]), "success": bool(rollout.success[i])}
+            row.update({"ok": bool(result.ok[i]), "reason": result.reasons[i], "formula": s.composition.reduced_formula})
+            row.update({k: float(v[i]) for k, v in result.properties.items()})
+            row["cif"] = structure_to_cif(s)
+            rows.append(row)
+        append_csv(self.out / "evaluated.csv", rows)
+        for i in np.argsort(-result.values, kind="stable"):
+            if result.ok[i] and result.values[i] > 0:
+                self._offer_best(rows[i], rollout.structures[i])
+        best_rows = [{k: v for k, v in entry.items() if k != "structure"} for entry in self.best]
+        path = self.out / "best.csv"
+        path.unlink(missing_ok=True)
+        append_csv(path, best_rows)
+
+    def _offer_best(self, row: dict, structure) -> None:
+        if len(self.best) >= self.cfg.best_size and row["reward"] <= self.best[-1]["reward"]:
+            return
+        for j, entry in enumerate(self.best):
+            if entry["formula"] == row["formula"] and self._matcher.fit(entry["structure"], structure):
+                if row["reward"] > entry["reward"]:
+                    self.best[j] = {**row, "structure": structure}
+                    self.best.sort(key=lambda e: -e["reward"])
+                return
+        self.best.append({**row, "structure": structure})
+        self.best.sort(key=lambda e: -e["reward"])
+        del self.best[self.cfg.best_size :]
+
+
+@torch.no_grad()
+def evaluate_policy(policy: DiffusionPolicy, env_id: str, num: int = 256, seed: int = 12345, batch_size: int = 64) -> dict[str, float]:
+    """Success rate, mean reward and uniqueness of `num` fresh samples under the task's plain reward."""
+    env = gym.make_vec(env_id, num_envs=batch_size, vectorization_mode="vector_entry_point", prior=policy, num_steps=policy.num_steps).unwrapped
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    success, rewards, structures = [], [], []
+    for b in range(-(-num // batch_size)):
+        rollout = collect(env, policy, generator, seed=seed + b)
+        success.append(rollout.success)
+        rewards.append(rollout.result.values)
+        structures += rollout.structures
+    success, rewards = np.concatenate(success)[:num], np.concatenate(rewards)[:num]
+    return {"success_rate": float(success.mean()), "reward_mean": float(rewards.mean()), "uniqueness": len(unique_indices(structures[:num])) / num}

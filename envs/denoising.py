@@ -132,7 +132,8 @@ def _resolve(task: str | Task | None, prior, reward, num_steps, device) -> tuple
         reward = task.make_reward()
     if not callable(reward):
         raise TypeError(f"reward must be callable on a list of Structures, got {type(reward).__name__}")
-    num_steps = num_steps or (task.num_steps if task else 100)
+    if num_steps is None:  # a given policy keeps its own respacing; otherwise the task's
+        num_steps = prior.num_steps if isinstance(prior, DiffusionPolicy) else (task.num_steps if task else 100)
     policy = prior if isinstance(prior, DiffusionPolicy) else load_prior(prior, num_steps=num_steps, device=device)
     policy.set_num_steps(num_steps)
     return task, policy, reward, num_steps

@@ -1,0 +1,135 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from helpers import perovskite, rocksalt
+
+import latticegym  # noqa: F401  registers the envs
+from latticegym.agents.base import normalized_advantages, step_terms, trajectory_kl
+from latticegym.agents.ppo import PPO, PPOConfig
+from latticegym.agents.reinforce import REINFORCE, REINFORCEConfig
+from latticegym.agents.replay import Replay
+from latticegym.agents.rollout import collect
+from latticegym.agents.rwkl import RewardWeightedKL, RWKLConfig
+from latticegym.policies import load_prior
+from latticegym.rewards.base import RewardResult
+
+T = 6
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return load_prior("perov_5", num_steps=T).frozen_copy()
+
+
+def oxygen_fraction(structures):
+    """A cheap, smooth reward: the fraction of oxygen atoms."""
+    values = [s.composition.get_atomic_fraction("O") for s in structures]
+    return RewardResult(np.array(values), {"oxygen": np.array(values)})
+
+
+def make_env(prior, batch=8):
+    return gym.make_vec("LatticeGym/Custom-v0", num_envs=batch, vectorization_mode="vector_entry_point", prior=prior, reward=oxygen_fraction).unwrapped
+
+
+def trainable(prior):
+    policy = load_prior("perov_5", num_steps=T)
+    return policy
+
+
+def test_collect_stores_states_log_probs_and_the_env_rewards(prior):
+    env = make_env(prior)
+    policy = trainable(prior)
+    rollout = collect(env, policy, torch.Generator().manual_seed(0), seed=0)
+    traj = rollout.trajectories
+    assert traj.types.shape[:2] == (T + 1, 8) and traj.log_probs.shape == (T, 8)
+    for k in (T, 1):
+        expected = policy.log_prob(traj.state(k), traj.state(k - 1), k)
+        torch.testing.assert_close(traj.log_probs[T - k], expected, rtol=1e-5, atol=1e-3)
+    decoded = policy.decode(traj.final).to_structures()
+    assert [s.composition for s in decoded] == [s.composition for s in rollout.structures]
+    np.testing.assert_allclose(traj.rewards.numpy(), oxygen_fraction(rollout.structures).values, rtol=1e-6)
+
+
+def test_trajectory_kl_is_zero_for_the_prior_and_sums_the_step_kls(prior):
+    env = make_env(prior, batch=4)
+    policy = trainable(prior)
+    traj = collect(env, policy, torch.Generator().manual_seed(1), seed=1).trajectories
+    assert torch.allclose(trajectory_kl(policy, prior, traj), torch.zeros(4), atol=1e-4)
+    with torch.no_grad():
+        for p in policy.network.parameters():
+            p.add_(1e-3 * torch.randn_like(p))
+    kl = trajectory_kl(policy, prior, traj, chunk=5)
+    by_step = sum(policy.kl(prior, traj.state(k), k) for k in range(T, 0, -1))
+    assert (kl > 0).all()
+    torch.testing.assert_close(kl, by_step.detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_advantages_are_normalised_per_group():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 10.0, 30.0])
+    adv = normalized_advantages(rewards, torch.tensor([0, 0, 0, 1, 1]))
+    torch.testing.assert_close(adv[:3], torch.tensor([-1.2247, 0.0, 1.2247]), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(adv[3:], torch.tensor([-1.0, 1.0]), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("agent_cls, config", [(PPO, PPOConfig(lr=3e-4, epochs=1, step_fraction=1.0, kl_coef=0.0, replay_capacity=0, clip_range=10.0)), (REINFORCE, REINFORCEConfig(lr=3e-4, step_fraction=1.0, kl_coef=0.0))])
+def test_policy_gradient_raises_the_likelihood_of_better_trajectories(prior, agent_cls, config):
+    env = make_env(prior, batch=16)
+    policy = trainable(prior)
+    rollout = collect(env, policy, torch.Generator().manual_seed(2), seed=2)
+    traj = rollout.trajectories
+    before = torch.stack([step_terms(policy, prior, traj, k)[0] for k in range(T, 0, -1)]).sum(0).detach()
+    stats = agent_cls(policy, prior, config).update(rollout, 0)
+    assert all(np.isfinite(v) for v in stats.values())
+    after = torch.stack([step_terms(policy, prior, traj, k)[0] for k in range(T, 0, -1)]).sum(0).detach()
+    gain = (after - before).numpy()
+    advantage = (traj.rewards - traj.rewards.mean()).numpy()
+    assert np.corrcoef(gain, advantage)[0, 1] > 0.3, (gain, advantage)
+
+
+def test_ppo_ratio_starts_at_one_and_replay_keeps_behaviour_log_probs(prior):
+    env = make_env(prior)
+    policy = trainable(prior)
+    rollout = collect(env, policy, torch.Generator().manual_seed(3), seed=3)
+    new, old, kl = step_terms(policy, prior, rollout.trajectories, 3)
+    torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-3)
+    assert torch.allclose(kl, torch.zeros_like(kl), atol=1e-5)
+    agent = PPO(policy, prior, PPOConfig(replay_capacity=4, replay_top_k=4, replay_mix=0.5))
+    agent.update(rollout, 0)
+    assert 1 <= len(agent.replay) <= 4
+    stored = agent.replay.buffer
+    i = int(np.flatnonzero(stored.extra["iteration"] == 0)[0])
+    j = int(torch.nonzero((rollout.trajectories.rewards == stored.rewards[i])).flatten()[0])
+    torch.testing.assert_close(stored.log_probs[:, i], rollout.trajectories.log_probs[:, j])
+    stats = agent.update(collect(env, policy, torch.Generator().manual_seed(4)), 1)
+    assert stats["replayed"] >= 1
+
+
+def test_replay_keeps_the_best_per_composition_within_capacity(prior):
+    env = make_env(prior, batch=4)
+    traj = collect(env, trainable(prior), torch.Generator().manual_seed(5), seed=5).trajectories
+    traj.rewards = torch.tensor([0.1, 0.9, 0.5, 0.7])
+    structures = [rocksalt(), rocksalt(), perovskite(), perovskite()]
+    replay = Replay(capacity=8)
+    replay.add(traj, structures, np.ones(4, bool), top_k=4, iteration=0)
+    assert sorted(replay.buffer.rewards.tolist()) == pytest.approx([0.7, 0.9])
+    assert set(replay.buffer.extra["key"]) == {"NaCl", "SrTiO3"}
+    replay.purge({"NaCl"})
+    assert list(replay.buffer.extra["key"]) == ["SrTiO3"]
+    small = Replay(capacity=1)
+    small.add(traj, structures, np.array([True, False, True, True]), top_k=4, iteration=0)
+    assert small.buffer.rewards.tolist() == pytest.approx([0.7])
+
+
+def test_reward_weighted_kl_trains_on_top_k_with_a_fresh_optimizer(prior):
+    env = make_env(prior)
+    policy = trainable(prior)
+    rollout = collect(env, policy, torch.Generator().manual_seed(6), seed=6)
+    agent = RewardWeightedKL(policy, prior, RWKLConfig(noise_draws=2, replay_sample=2))
+    weights = [p.clone() for p in policy.network.parameters()]
+    stats = agent.update(rollout, 0)
+    assert stats["trained_on"] == 4  # top half of 8, replay still empty
+    assert any((a != b).any() for a, b in zip(weights, policy.network.parameters()))
+    assert "optimizer" not in agent.state_dict()
+    stats = agent.update(collect(env, policy, torch.Generator().manual_seed(7)), 1)
+    assert stats["trained_on"] == 6

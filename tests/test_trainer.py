@@ -1,0 +1,115 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from latticegym.agents.trainer import TrainConfig, Trainer, make_agent
+from latticegym.datasets import read_csv
+from latticegym.rewards.cache import Cached
+from latticegym.rewards.filters import DiversityFilter
+from latticegym.rewards.properties import HHI
+
+REQUIRED = ["iteration", "evaluations", "reward_mean", "reward_max", "success_rate", "validity", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update"]
+TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", iterations=2, batch_size=6, steps=4, seed=0)
+
+
+def test_a_run_writes_metrics_best_evaluated_and_tensorboard(tmp_path):
+    Trainer(replace(TINY, out=str(tmp_path / "run"), agent="ppo")).run(progress=False)
+    run = tmp_path / "run"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics.iteration) == [0, 1] and set(REQUIRED) <= set(metrics.columns)
+    assert metrics.evaluations.is_monotonic_increasing and metrics.evaluations.iloc[-1] <= 12
+    evaluated = pd.read_csv(run / "evaluated.csv")
+    assert len(evaluated) == 12 and {"cif", "reward", "hhi", "success", "reason"} <= set(evaluated.columns)
+    best = read_csv(run / "best.csv")  # CDVAE format: readable by our own reader
+    assert len(best) >= 1 and {"reward", "hhi"} <= set(best.properties)
+    assert np.all(np.diff(best.properties["reward"]) <= 0)
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("reward_mean")] == [0, 1]
+    np.testing.assert_allclose([e.value for e in events.Scalars("success_rate")], metrics.success_rate, rtol=1e-6)
+    assert "property/hhi" in events.Tags()["histograms"]
+    assert (run / "policy.pt").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(replace(TINY, out=str(run))).run(progress=False)
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    Trainer(replace(TINY, out=str(tmp_path), iterations=1)).run(progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(replace(TINY, out=str(tmp_path), batch_size=4)).run(resume=True, progress=False)
+
+
+def test_unknown_agent_and_option_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown agent 'dqn'"):
+        make_agent("dqn", None, None)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['lrr'\] for agent 'ppo'"):
+        make_agent("ppo", None, None, {"lrr": 1.0})
+
+
+def test_reward_state_round_trips(tmp_path):
+    from helpers import perovskite, rocksalt
+
+    cached = Cached(HHI())
+    cached([perovskite(), rocksalt()])
+    fresh = Cached(HHI())
+    fresh.load_state_dict(cached.state_dict())
+    fresh([perovskite()])
+    assert fresh.evaluations == 2 and fresh.hits == 1
+    div = DiversityFilter(mode="structure")
+    div([perovskite()] * 2, np.ones(2), np.ones(2, bool))
+    other = DiversityFilter(mode="structure")
+    other.load_state_dict(div.state_dict())
+    assert other([perovskite()], np.ones(1), np.ones(1, bool))[0] == div([perovskite()], np.ones(1), np.ones(1, bool))[0]
+
+
+def test_wandb_offline_run_without_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    Trainer(replace(TINY, out=str(tmp_path), iterations=1, wandb="offline")).run(progress=False)
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def _train(out, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["--env", TINY.env_id, "--agent", "ppo", "--batch-size", "6", "--steps", "8", "--seed", "3", "--out", str(out), *extra]
+    return subprocess.Popen([sys.executable, "-m", "latticegym.cli", "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_kill_mid_run_and_resume_is_exact(tmp_path):
+    reference = _train(tmp_path / "reference", "--iterations", "5")
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+
+    victim = _train(tmp_path / "victim", "--iterations", "5")
+    metrics = tmp_path / "victim" / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside the next iteration
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = len(pd.read_csv(metrics))
+    assert 2 <= done < 5, "the kill must land mid-run"
+
+    resumed = _train(tmp_path / "victim", "--iterations", "5", "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    a, b = pd.read_csv(tmp_path / "reference" / "metrics.csv"), pd.read_csv(metrics)
+    assert list(b.iteration) == [0, 1, 2, 3, 4]
+    same = [c for c in a.columns if not c.startswith("t_")]
+    pd.testing.assert_frame_equal(a[same], b[same])
+    ea, eb = pd.read_csv(tmp_path / "reference" / "evaluated.csv"), pd.read_csv(tmp_path / "victim" / "evaluated.csv")
+    pd.testing.assert_frame_equal(ea, eb)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reference" / "best.csv"), pd.read_csv(tmp_path / "victim" / "best.csv"))
+    wa = torch.load(tmp_path / "reference" / "policy.pt", weights_only=False)["state_dict"]
+    wb = torch.load(tmp_path / "victim" / "policy.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..policies import DiffusionPolicy
-from .base import normalized_advantages, random_steps, step_terms
+from .base import StepGradients, normalized_advantages, random_steps, step_terms
 from .replay import Replay
 from .rollout import Rollout, Trajectories
 
@@ -34,7 +34,7 @@ class PPOConfig:
     clip_range: float = 0.2  # on the ratio of joint step densities
     kl_coef: float = 0.01  # beta, per step of KL
     target_kl: float | None = None  # trajectory KL; when set, beta doubles/halves to track it
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # per sampled step (see base.StepGradients)
     advantage_groups: str = "batch"  # or "num_atoms": normalise among crystals of one size
     replay_capacity: int = 64  # 0 disables replay
     replay_mix: float = 0.2  # fraction of each update's trajectories drawn from replay
@@ -81,22 +81,21 @@ class PPO:
                 idx = order[start : start + cfg.minibatch_size]
                 batch, adv = data.index(idx), advantages[idx.to(advantages.device)]
                 steps = random_steps(data.num_steps, cfg.step_fraction, self.rng)
-                self.optimizer.zero_grad()
+                grads = StepGradients(self.policy.network.parameters(), cfg.max_grad_norm)
                 for k in steps:
                     log_prob, old_log_prob, kl = step_terms(self.policy, self.prior, batch, k)
                     log_ratio = log_prob - old_log_prob
                     ratio = log_ratio.clamp(max=20.0).exp()  # clamp: a far-off replayed step must not overflow
                     clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
                     pg = -torch.minimum(ratio * adv, clipped * adv).mean()
-                    loss = (pg + self.kl_coef * kl.mean()) / len(steps)
-                    loss.backward()
+                    grads.add(pg + self.kl_coef * kl.mean())
                     with torch.no_grad():
                         stats["policy_loss"].append(pg.item())
                         stats["step_kl"].append(kl.mean().item())
                         stats["approx_kl"].append(((ratio - 1) - log_ratio).mean().item())
                         stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
-                norm = torch.nn.utils.clip_grad_norm_(self.policy.network.parameters(), cfg.max_grad_norm)
-                stats["grad_norm"].append(norm.item())
+                grads.apply()
+                stats["grad_norm"].append(float(np.median(grads.norms)))
                 self.optimizer.step()
         self.policy.eval()
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..policies import DiffusionPolicy
-from .base import random_steps, step_terms
+from .base import StepGradients, random_steps, step_terms
 from .rollout import Rollout
 
 
@@ -21,8 +21,7 @@ class REINFORCEConfig:
     lr: float = 1e-5
     step_fraction: float = 0.2
     kl_coef: float = 0.01
-    max_grad_norm: float = 1.0
-    minibatch_size: int = 32  # trajectories per backward pass (gradients accumulate over the batch)
+    max_grad_norm: float = 1.0  # per sampled step (see base.StepGradients)
 
 
 class REINFORCE:
@@ -42,21 +41,17 @@ class REINFORCE:
         steps = random_steps(data.num_steps, cfg.step_fraction, self.rng)
         losses, kls = [], []
         self.policy.train()
-        self.optimizer.zero_grad()
-        for start in range(0, len(data), cfg.minibatch_size):
-            idx = torch.arange(start, min(start + cfg.minibatch_size, len(data)))
-            batch, adv = data.index(idx), advantages[idx.to(advantages.device)]
-            share = len(idx) / len(data)
-            for k in steps:
-                log_prob, _, kl = step_terms(self.policy, self.prior, batch, k)
-                pg = -(adv * log_prob).mean()
-                ((pg + cfg.kl_coef * kl.mean()) * share / len(steps)).backward()
-                losses.append(pg.item())
-                kls.append(kl.mean().item())
-        norm = torch.nn.utils.clip_grad_norm_(self.policy.network.parameters(), cfg.max_grad_norm)
+        grads = StepGradients(self.policy.network.parameters(), cfg.max_grad_norm)
+        for k in steps:
+            log_prob, _, kl = step_terms(self.policy, self.prior, data, k)
+            pg = -(advantages * log_prob).mean()
+            grads.add(pg + cfg.kl_coef * kl.mean())
+            losses.append(pg.item())
+            kls.append(kl.mean().item())
+        grads.apply()
         self.optimizer.step()
         self.policy.eval()
-        return {"policy_loss": float(np.mean(losses)), "trajectory_kl": float(np.mean(kls)) * data.num_steps, "grad_norm": norm.item()}
+        return {"policy_loss": float(np.mean(losses)), "trajectory_kl": float(np.mean(kls)) * data.num_steps, "grad_norm": float(np.median(grads.norms))}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "rng": self.rng.get_state()}

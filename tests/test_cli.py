@@ -74,7 +74,16 @@ def test_envs_lists_every_id_with_prior_reward_target_and_cost():
     assert "MLIP relaxation" in result.stdout and "HHI (production) <= 1250" in result.stdout and "carbon_24" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["train", "bench"])
+def test_train_prints_before_and_after_and_where_things_are(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--env", "LatticeGym/PerovskiteLowHHI-v0", "--iterations", "1", "--batch-size", "4", "--steps", "4", "--out", str(out), "--evaluate", "8")
+    assert result.returncode == 0, result.stderr
+    assert "prior" in result.stdout and "fine-tuned" in result.stdout and str(out / "best.csv") in result.stdout
+    result = run_cli("train", "--env", "LatticeGym/PerovskiteLowHHI-v0", "--out", str(tmp_path / "x"), "--set", "lr")
+    assert result.returncode == 1 and "--set expects KEY=VALUE, got 'lr'" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["bench"])
 def test_unbuilt_subcommands_say_so(name):
     result = run_cli(name)
     assert result.returncode == 2 and "not available" in result.stderr

@@ -27,7 +27,7 @@ from .rollout import Rollout, Trajectories
 
 @dataclass
 class PPOConfig:
-    lr: float = 1e-4
+    lr: float = 3e-4
     epochs: int = 2  # passes over each batch
     minibatch_size: int = 16  # trajectories
     step_fraction: float = 0.2  # of the T steps, drawn afresh per minibatch

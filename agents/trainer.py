@@ -56,6 +56,8 @@ class TrainConfig:
     agent_options: dict = field(default_factory=dict)  # fields of the agent's config dataclass
     kl_crystals: int = 8  # trajectories whose KL to the prior (over all steps) is logged each iteration
     best_size: int = 100
+    ray_address: str | None = None  # evaluate costly properties on Ray actors: "local", "auto" or a cluster address
+    ray_workers: int | None = None  # actors per costly property source (default: one per CPU)
 
 
 def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, options: dict | None = None, seed: int = 0) -> Agent:
@@ -119,6 +121,11 @@ class Trainer:
         self.prior = self.policy.frozen_copy()
         self.agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
         self.reward = _with_diversity(self.task.make_reward(), cfg.diversity, self.agent.default_diversity)
+        if cfg.ray_address:
+            from ..rewards.parallel import connect, distribute
+
+            connect(cfg.ray_address)
+            distribute(self.reward, cfg.ray_workers)
         self.timed = TimedReward(self.reward)
         self.env: CrystalDenoisingVectorEnv = gym.make_vec(
             cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps
@@ -151,7 +158,7 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         state = torch.load(path, map_location=self.policy.device, weights_only=False)
-        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb")}
+        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb", "ray_address", "ray_workers")}
         ours = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if saved != ours:
             diff = {k: (saved[k], ours[k]) for k in saved if saved[k] != ours[k]}

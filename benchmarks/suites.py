@@ -1,0 +1,67 @@
+"""Named task suites: which env, what counts as success, the evaluation budget, and per-agent settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..envs.tasks import get_task
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    env_id: str
+    budget: int  # property evaluations; a run stops at the first iteration that reaches it
+    batch_size: int = 64
+    steps: int = 100
+    agent_options: dict = field(default_factory=dict)  # agent name -> options for its config dataclass
+    hull_references: int | None = None  # reference crystals in the SUN hull (None: the whole training split)
+
+    @property
+    def task(self):
+        return get_task(self.env_id)
+
+    @property
+    def success(self) -> str:
+        return self.task.target
+
+    @property
+    def iterations(self) -> int:
+        return -(-self.budget // self.batch_size)
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    tasks: tuple[BenchTask, ...]
+    description: str = ""
+
+
+SUITES = {
+    s.name: s
+    for s in [
+        Suite(
+            "quick",
+            (
+                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=192, batch_size=16, steps=20, hull_references=200),
+                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=128, batch_size=16, steps=20, hull_references=200),
+            ),
+            "CI-sized: two perov_5 tasks, T=20, batch 16, a few iterations; a smoke test of the whole pipeline, not a result",
+        ),
+        Suite(
+            "standard",
+            (
+                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=1920),
+                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=1920),
+                BenchTask("LatticeGym/PerovskiteBandGap-v0", budget=1920),
+                BenchTask("LatticeGym/CarbonDensity-v0", budget=1920),
+            ),
+            "30 iterations of batch 64, T=100 (MatInvent's budget is ~1,000 property evaluations to converge)",
+        ),
+    ]
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise KeyError(f"no suite {name!r}; suites: {', '.join(SUITES)}")
+    return SUITES[name]

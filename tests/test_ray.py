@@ -1,0 +1,98 @@
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from helpers import perovskite, rocksalt
+
+ray = pytest.importorskip("ray")
+
+from latticegym.rewards.base import PropertySource  # noqa: E402
+from latticegym.rewards.cache import Cached  # noqa: E402
+from latticegym.rewards.library import formation_energy  # noqa: E402
+from latticegym.rewards.parallel import RaySource, connect, distribute  # noqa: E402
+from latticegym.rewards.properties import EnergyPerAtom  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    connect("local", num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def crystals(n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        s = (perovskite() if i % 2 else rocksalt()).copy()
+        s.perturb(0.05 + 0.05 * rng.random())
+        s.scale_lattice(s.volume * (1 + 0.1 * rng.random()))
+        out.append(s)
+    return out
+
+
+def test_results_come_back_in_order_and_are_counted_once(cluster):
+    structures = crystals(6)
+    local = EnergyPerAtom()
+    remote = RaySource(EnergyPerAtom(), num_workers=2)
+    got = remote(structures)
+    np.testing.assert_allclose(got.values, local(structures).values, rtol=1e-4)
+    assert remote.evaluations == 6
+
+
+class _Broken(PropertySource):
+    name = "broken"
+
+    def compute(self, structures):
+        if any(len(s) == 5 for s in structures):
+            raise RuntimeError("model crashed")
+        return [1.0] * len(structures)
+
+
+def test_a_crashing_model_fails_only_its_crystals(cluster):
+    got = RaySource(_Broken(), num_workers=2)([rocksalt(), perovskite(), rocksalt()])
+    assert np.isnan(got.values[1]) and "model crashed" in got.reasons[1]
+    np.testing.assert_array_equal(got.values[[0, 2]], [1.0, 1.0])
+
+
+@pytest.mark.slow
+def test_killing_an_actor_mid_batch_loses_and_double_counts_nothing(cluster):
+    structures = crystals(6, seed=1)
+    relax = {"relax": True, "steps": 40, "fmax": 0.01}
+    expected = EnergyPerAtom(**relax)(structures).values
+    remote = RaySource(EnergyPerAtom(**relax), num_workers=2)
+    remote(structures[:2])  # warm the actors up: models loaded
+    victim = remote.worker_pids()[0]
+    future_kill = time.time() + 1.0
+
+    import threading
+
+    def kill():
+        time.sleep(max(0.0, future_kill - time.time()))
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    start = time.time()
+    got = remote(structures)
+    killer.join()
+    assert time.time() - start > 1.0, "the batch finished before the kill: make it slower"
+    assert remote.restarts == 1
+    np.testing.assert_allclose(got.values, expected, rtol=1e-3)
+    assert remote.evaluations == 2 + 6
+    assert victim not in remote.worker_pids()
+
+
+def test_distribute_keeps_the_cache_in_the_driver(cluster):
+    reward = formation_energy()
+    local = formation_energy()
+    assert distribute(reward, num_workers=2) == 1
+    cached = reward.objectives[0].source
+    assert isinstance(cached, Cached) and isinstance(cached.source, RaySource)
+    structures = crystals(4, seed=2)
+    first = reward(structures)
+    np.testing.assert_allclose(first.values, local(structures).values, rtol=1e-4)
+    reward(structures)
+    assert reward.evaluations == 4 and cached.hits == 4

@@ -18,7 +18,7 @@ from .rollout import Rollout
 
 @dataclass
 class REINFORCEConfig:
-    lr: float = 1e-5
+    lr: float = 3e-4
     step_fraction: float = 0.2
     kl_coef: float = 0.01
     max_grad_norm: float = 1.0  # per sampled step (see base.StepGradients)

@@ -88,7 +88,6 @@ class Rollout:
     seconds: float
 
 
-@torch.no_grad()
 def collect(env: CrystalDenoisingVectorEnv, policy: DiffusionPolicy, generator: torch.Generator, seed: int | None = None) -> Rollout:
     """Denoise `env.num_envs` crystals with `policy`, stepping the env with every action."""
     start = time.perf_counter()
@@ -97,9 +96,10 @@ def collect(env: CrystalDenoisingVectorEnv, policy: DiffusionPolicy, generator: 
     states = [obs_to_state(obs, device)]
     log_probs = []
     for k in range(env.num_steps, 0, -1):
-        dist = policy.step_distribution(states[-1], k)
-        action = dist.sample(generator)
-        log_probs.append(dist.log_prob(action))
+        with torch.no_grad():  # only around the policy: the reward (inside env.step) may need autograd for forces
+            dist = policy.step_distribution(states[-1], k)
+            action = dist.sample(generator)
+            log_probs.append(dist.log_prob(action))
         obs, rewards, terminated, _, infos = env.step({name: getattr(action, name).cpu().numpy() for name in ACTION_FIELDS})
         states.append(obs_to_state(obs, device))
     stack = lambda name: torch.stack([getattr(s, name) for s in states])  # noqa: E731

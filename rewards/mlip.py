@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -79,6 +80,10 @@ class MLIP:
     def predict(self, structures: Sequence[Structure]) -> list[SinglePoint]:
         """Energies, forces, stresses (and CHGNet magmoms) for a batch; raises MLIPError on nonsense."""
         structures = list(structures)
+        with torch.enable_grad():  # forces and stresses are autograd derivatives, whatever the caller's grad mode
+            return self._predict(structures)
+
+    def _predict(self, structures: list[Structure]) -> list[SinglePoint]:
         if self.is_chgnet:
             raw = _chgnet(self.device).predict_structure(structures, task="efsm", batch_size=self.batch_size)
             raw = [raw] if isinstance(raw, dict) else raw
@@ -105,6 +110,10 @@ class MLIP:
         atoms.calc = self.calculator()
         target = FrechetCellFilter(atoms) if relax_cell else atoms
         optimizer = FIRE(target, logfile=None)
+        with torch.enable_grad():
+            return self._relax(atoms, optimizer, fmax, steps, timeout_s)
+
+    def _relax(self, atoms, optimizer, fmax: float, steps: int, timeout_s: float) -> Relaxed:
         deadline = time.monotonic() + timeout_s
         volume0 = atoms.get_volume()
         n = 0

@@ -101,3 +101,13 @@ def test_any_matgl_potential_loads_from_a_local_path(tmp_path):
     assert relaxed.steps >= 1 and np.isfinite(relaxed.energy_per_atom)
     with pytest.raises(ValueError, match="predicts no magnetic moments"):
         MagneticDensity(mlip).compute([perovskite()])
+
+
+def test_mlip_works_inside_a_caller_no_grad_block(mlip):
+    # Agents sample under torch.no_grad(); forces and stresses still need autograd.
+    import torch
+
+    with torch.no_grad():
+        point = mlip.predict([perovskite()])[0]
+        relaxed = mlip.relax(perovskite(), steps=3)
+    assert np.isfinite(point.forces).all() and np.isfinite(relaxed.energy_per_atom)

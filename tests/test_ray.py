@@ -1,5 +1,6 @@
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -13,6 +14,10 @@ from latticegym.rewards.cache import Cached  # noqa: E402
 from latticegym.rewards.library import formation_energy  # noqa: E402
 from latticegym.rewards.parallel import RaySource, connect, distribute  # noqa: E402
 from latticegym.rewards.properties import EnergyPerAtom  # noqa: E402
+
+
+# Actors import classes by module name; this test module is not importable there, so ship it by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")

@@ -113,3 +113,10 @@ def test_kill_mid_run_and_resume_is_exact(tmp_path):
     wa = torch.load(tmp_path / "reference" / "policy.pt", weights_only=False)["state_dict"]
     wb = torch.load(tmp_path / "victim" / "policy.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_mlip_rewards_score_inside_training(tmp_path):
+    # Regression: rollouts sample under no_grad, and CHGNet's forces need autograd.
+    Trainer(replace(TINY, env_id="LatticeGym/PerovskiteFormationEnergy-v0", out=str(tmp_path), iterations=1, steps=20)).run(progress=False)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics.ok_rate.iloc[0] > 0.5 and np.isfinite(metrics.formation_energy_mean.iloc[0])

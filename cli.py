@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+DEFAULT_DATA = Path("../shared/data")
 DATASET_HINTS = {"perov": "perov_5", "carbon": "carbon_24", "mpts": "mpts_52", "mp_20": "mp_20", "mp20": "mp_20"}
 
 
@@ -161,9 +162,21 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_not_yet(args) -> int:
-    print(f"latticegym {args.command}: not available in this version yet", file=sys.stderr)
-    return 2
+def cmd_bench(args) -> int:
+    from .benchmarks.runner import SweepConfig, run_suite
+    from .benchmarks.suites import get_suite
+
+    agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
+    unknown = set(agents) - {"ppo", "rwkl", "reinforce"}
+    if unknown:
+        raise ValueError(f"unknown agents {sorted(unknown)}; choose from ppo, rwkl, reinforce")
+    data_dir = args.data if args.data else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
+    cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address)
+    results = run_suite(get_suite(args.suite), cfg)
+    out = Path(args.out)
+    print((out / "results.md").read_text())
+    print(f"{len(results)} runs; table: {out / 'results.csv'}, {out / 'results.md'}; plots: {out / 'learning_curves.png'}, {out / 'property_histograms.png'}, {out / 'gallery.png'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,9 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", type=int, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after")
     p.set_defaults(func=cmd_train)
 
-    for name, text in [("bench", "run a benchmark suite")]:
-        p = sub.add_parser(name, help=f"{text} (not available yet)")
-        p.set_defaults(func=cmd_not_yet)
+    p = sub.add_parser("bench", help="run a task suite for several agents and seeds; tables and plots (resumes an interrupted sweep)")
+    p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard")
+    p.add_argument("--agents", default="ppo,rwkl,reinforce", help="comma-separated")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -238,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as exc:
+    except (ValueError, KeyError, OSError) as exc:
         print(f"latticegym {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,4 +1,4 @@
-"""Run tasks x agents x seeds, resume an interrupted sweep, and summarise: results.csv, results.md and plots.
+"""Run tasks x agents x seeds, resume an interrupted sweep, and summarise: results.csv, results.md and plots (PNG).
 
 Each run lives in OUT/runs/<task>/<agent>/seed<k>/ (a normal training run directory). A finished run
 leaves summary.json there and is skipped next time; an interrupted one resumes from its checkpoint.
@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..agents.trainer import TrainConfig, Trainer
 from ..crystal import structure_from_cif, validity
+from .plots import make_all
 from .suites import BenchTask, Suite
 
 SUCCESS_LEVELS = (0.5, 0.8)
@@ -122,6 +123,7 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
     (out / "results.md").write_text(results_markdown(results, suite))
+    make_all(out)
     (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
     return results
 
@@ -136,7 +138,7 @@ def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
 
 
 def results_markdown(results: pd.DataFrame, suite: Suite) -> str:
-    """Mean ± std over seeds per task and agent; the best agent per task and column in bold."""
+    """Mean ± std over seeds per task and agent; the best mean per task and column in bold (ties all bold)."""
     lines = [f"# Suite `{suite.name}`", "", suite.description, ""]
     columns = [c for c in REPORTED if c in results.columns]
     for task, group in results.groupby("task", sort=False):
@@ -148,7 +150,7 @@ def results_markdown(results: pd.DataFrame, suite: Suite) -> str:
             if col in HIGHER_IS_BETTER:
                 means = stats[(col, "mean")]
                 if means.notna().any():
-                    best[col] = means.idxmax() if HIGHER_IS_BETTER[col] else means.idxmin()
+                    best[col] = means.max() if HIGHER_IS_BETTER[col] else means.min()
         lines.append("| agent | seeds | " + " | ".join(columns) + " |")
         lines.append("|---|---|" + "---|" * len(columns))
         for agent in stats.index:
@@ -156,7 +158,7 @@ def results_markdown(results: pd.DataFrame, suite: Suite) -> str:
             for col in columns:
                 mean, std = stats.loc[agent, (col, "mean")], stats.loc[agent, (col, "std")]
                 cell = "n/a" if np.isnan(mean) else f"{mean:.3g} ± {0.0 if np.isnan(std) else std:.2g}"
-                cells.append(f"**{cell}**" if best.get(col) == agent and cell != "n/a" else cell)
+                cells.append(f"**{cell}**" if col in best and mean == best[col] else cell)
             lines.append(f"| {agent} | {int((group.agent == agent).sum())} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("evals_to_50/80: property evaluations until the batch success rate first reached 50%/80% (n/a: never). ")

@@ -81,9 +81,3 @@ def test_train_prints_before_and_after_and_where_things_are(tmp_path):
     assert "prior" in result.stdout and "fine-tuned" in result.stdout and str(out / "best.csv") in result.stdout
     result = run_cli("train", "--env", "LatticeGym/PerovskiteLowHHI-v0", "--out", str(tmp_path / "x"), "--set", "lr")
     assert result.returncode == 1 and "--set expects KEY=VALUE, got 'lr'" in result.stderr
-
-
-@pytest.mark.parametrize("name", ["bench"])
-def test_unbuilt_subcommands_say_so(name):
-    result = run_cli(name)
-    assert result.returncode == 2 and "not available" in result.stderr

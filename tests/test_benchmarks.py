@@ -2,7 +2,7 @@
 
 import pytest
 
-from latticegym.benchmarks import env_throughput, sampling_throughput
+from latticegym.benchmarks import sampling_throughput, throughput
 
 
 def test_sampling_throughput_prints_a_table(capsys):
@@ -13,7 +13,8 @@ def test_sampling_throughput_prints_a_table(capsys):
 
 
 @pytest.mark.slow
-def test_env_throughput_prints_overhead_and_reward_ratios(capsys):
-    env_throughput.main(["--batch", "4", "--steps", "3", "--repeats", "1", "--reward-batch", "6"])
+def test_throughput_prints_overhead_and_reward_ratios(capsys):
+    throughput.main(["--batch", "4", "--steps", "3", "--repeats", "1", "--reward-batch", "6", "--iterations", "1", "--ray-structures", "2", "--relax-steps", "3"])
     out = capsys.readouterr().out
     assert "env overhead" in out and "cached reward, repeated batch" in out
+    assert "reward" in out and "update" in out and "1 actor(s)" in out and "in-process (no Ray)" in out

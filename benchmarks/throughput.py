@@ -1,14 +1,20 @@
-"""Overhead of the vector env over the bare sampler, and cached+batched CHGNet against raw CHGNet.
+"""Throughput figures, each as ratios measured in one run:
+- the vector env against the bare sampler;
+- cached+batched CHGNet against raw CHGNet;
+- one training iteration broken down into sampling, reward and update;
+- reward evaluation (CHGNet relaxations) on 1, 2 and all local CPUs' worth of Ray actors.
 
-    python -m latticegym.benchmarks.env_throughput [--prior perov_5] [--batch 64] [--steps 100]
+    python -m latticegym.benchmarks.throughput [--prior perov_5] [--batch 64] [--steps 100]
 
-Both comparisons run in one process, one after the other, so their ratio is meaningful on a noisy
+Comparisons run in one process, one after the other, so their ratios mean something on a noisy
 machine; absolute times mean something only on dedicated hardware.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -42,6 +48,42 @@ def vector_env(policy, batch: int, seed: int) -> float:
     return time.perf_counter() - start
 
 
+def iteration_breakdown(env_id: str, agent: str, batch: int, steps: int, iterations: int) -> dict[str, float]:
+    from ..agents.trainer import TrainConfig, Trainer
+
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(TrainConfig(env_id=env_id, agent=agent, iterations=iterations, batch_size=batch, steps=steps, out=out)).run(progress=False)
+        import pandas as pd
+
+        metrics = pd.read_csv(os.path.join(out, "metrics.csv")).iloc[1:] if iterations > 1 else pd.read_csv(os.path.join(out, "metrics.csv"))
+    return {k: float(metrics[k].mean()) for k in ("t_sample", "t_reward", "t_update")}
+
+
+def ray_scaling(structures: list, relax_steps: int) -> dict[int, float]:
+    """Seconds to relax `structures` with CHGNet in-process (key 0) and on 1, 2, ... all-CPU Ray actors."""
+    import ray
+
+    from ..rewards.parallel import RaySource, connect
+
+    source = EnergyPerAtom(MLIP(), relax=True, steps=relax_steps, fmax=0.01)
+    source(structures[:1])  # warm-up: model loaded
+    start = time.perf_counter()
+    source(structures)
+    times = {0: time.perf_counter() - start}
+    connect("local")
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    for n in sorted({1, min(2, cpus), cpus}):
+        remote = RaySource(source, num_workers=n)
+        remote(structures[:n])  # warm-up: every actor has its model
+        start = time.perf_counter()
+        remote(structures)
+        times[n] = time.perf_counter() - start
+        for w in remote.workers:
+            ray.kill(w)
+    ray.shutdown()
+    return times
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prior", default="perov_5")
@@ -49,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reward-batch", type=int, default=64, help="crystals sampled for the CHGNet comparison")
+    parser.add_argument("--task", default="LatticeGym/PerovskiteFormationEnergy-v0", help="task of the iteration breakdown")
+    parser.add_argument("--iterations", type=int, default=3, help="training iterations timed (the first is left out when more than one)")
+    parser.add_argument("--ray-structures", type=int, default=16, help="crystals relaxed for the Ray scaling (0 skips it)")
+    parser.add_argument("--relax-steps", type=int, default=50)
     args = parser.parse_args(argv)
     policy = load_prior(args.prior, num_steps=args.steps)
 
@@ -79,6 +125,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  raw batched predict_structure   {n / raw:8.1f}")
     print(f"  cached reward, new crystals     {n / first:8.1f}  ({raw / first:.2f}x raw)")
     print(f"  cached reward, repeated batch   {n / second:8.1f}  ({raw / second:.2f}x raw)")
+
+    parts = iteration_breakdown(args.task, "ppo", args.batch, args.steps, args.iterations)
+    total = sum(parts.values())
+    print(f"one PPO iteration on {args.task}, batch {args.batch}, T={args.steps} (mean of {max(1, args.iterations - 1)})")
+    for name, seconds in parts.items():
+        print(f"  {name[2:]:8s} {seconds:7.2f} s  {100 * seconds / total:5.1f}%")
+
+    if args.ray_structures:
+        times = ray_scaling(structures[: args.ray_structures], args.relax_steps)
+        print(f"CHGNet relaxation ({args.relax_steps} FIRE steps) of {min(args.ray_structures, n)} crystals: speed-up over 1 Ray actor")
+        print(f"  in-process (no Ray)  {times[1] / times[0]:.2f}x")
+        for workers in sorted(k for k in times if k):
+            print(f"  {workers} actor(s)           {times[1] / times[workers]:.2f}x")
 
 
 if __name__ == "__main__":

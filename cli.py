@@ -145,6 +145,8 @@ def cmd_train(args) -> int:
         novelty_reference=args.reference,
         diversity=args.diversity,
         agent_options=_options(args.set),
+        ray_address=args.ray_address,
+        rollout_workers=args.rollout_workers,
     )
     trainer = Trainer(cfg)
     before = evaluate_policy(trainer.prior, args.env, args.evaluate) if args.evaluate and not args.resume else None
@@ -238,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="CSV(.gz) of known crystals for novelty; the prior's own file means its training split")
     p.add_argument("--diversity", choices=["default", "none", "composition", "structure"], default="default", help="diversity filter on the reward (default: the agent's recipe)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option, e.g. --set lr=1e-5 --set kl_coef=0.02")
+    p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address")
+    p.add_argument("--rollout-workers", type=int, default=0, help="Ray actors that sample the batch in parallel, each with a copy of the policy")
     p.add_argument("--evaluate", type=int, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after")
     p.set_defaults(func=cmd_train)
 

@@ -58,6 +58,7 @@ class TrainConfig:
     best_size: int = 100
     ray_address: str | None = None  # evaluate costly properties on Ray actors: "local", "auto" or a cluster address
     ray_workers: int | None = None  # actors per costly property source (default: one per CPU)
+    rollout_workers: int = 0  # Ray actors sampling the batch in parallel (0: sample in this process)
 
 
 def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, options: dict | None = None, seed: int = 0) -> Agent:
@@ -121,11 +122,17 @@ class Trainer:
         self.prior = self.policy.frozen_copy()
         self.agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
         self.reward = _with_diversity(self.task.make_reward(), cfg.diversity, self.agent.default_diversity)
-        if cfg.ray_address:
+        self.workers = None
+        if cfg.ray_address or cfg.rollout_workers:
             from ..rewards.parallel import connect, distribute
 
-            connect(cfg.ray_address)
-            distribute(self.reward, cfg.ray_workers)
+            connect(cfg.ray_address or "local")
+            if cfg.ray_address:
+                distribute(self.reward, cfg.ray_workers)
+            if cfg.rollout_workers:
+                from .distributed import RolloutWorkers
+
+                self.workers = RolloutWorkers(self.task.prior, cfg.steps, cfg.batch_size, cfg.rollout_workers)
         self.timed = TimedReward(self.reward)
         self.env: CrystalDenoisingVectorEnv = gym.make_vec(
             cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps
@@ -195,12 +202,14 @@ class Trainer:
         finally:
             bar.close()
             log.close()
+            if self.workers is not None:
+                self.workers.close()
         return self.out
 
     def step(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         it = self.iteration
         self.timed.seconds = 0.0
-        rollout = collect(self.env, self.policy, self.generator, seed=self.cfg.seed if it == 0 else None)
+        rollout = self._collect(it)
         t_reward = self.timed.seconds
         metrics = self._metrics(rollout)
         start = time.perf_counter()
@@ -211,6 +220,17 @@ class Trainer:
         self._record(rollout)
         hists = {"reward": rollout.result.values, **{f"property/{k}": v for k, v in rollout.result.properties.items()}}
         return metrics, hists
+
+    def _collect(self, it: int) -> Rollout:
+        if self.workers is None:
+            return collect(self.env, self.policy, self.generator, seed=self.cfg.seed if it == 0 else None)
+        start = time.perf_counter()
+        seeds = torch.randint(2**62, (len(self.workers.shares),), generator=self.generator, device=self.generator.device).tolist()
+        trajectories, structures = self.workers.collect(self.policy, seeds)
+        result = self.timed(structures)  # one scoring call in the learner: one cache, one diversity memory
+        trajectories.rewards = torch.as_tensor(result.values, dtype=torch.float32, device=trajectories.rewards.device)
+        success = np.array([self.task.is_success(result, i) for i in range(len(structures))], dtype=bool)
+        return Rollout(trajectories, structures, result, success, time.perf_counter() - start)
 
     def _metrics(self, rollout: Rollout) -> dict[str, float]:
         structures, result = rollout.structures, rollout.result

@@ -103,3 +103,37 @@ def test_distribute_keeps_the_cache_in_the_driver(cluster):
     assert 1 <= evaluations <= 4  # matching crystals inside the batch are evaluated once
     reward(structures)
     assert reward.evaluations == evaluations and cached.hits == hits + 4
+
+
+def test_rollout_workers_sample_with_the_learners_current_weights(cluster, tmp_path):
+    import torch
+
+    from latticegym.agents.distributed import RolloutWorkers
+    from latticegym.policies import load_prior
+
+    policy = load_prior("perov_5", num_steps=4)
+    with torch.no_grad():
+        for p in policy.network.parameters():
+            p.add_(1e-3 * torch.randn_like(p))  # the learner has moved away from the shipped prior
+    workers = RolloutWorkers("perov_5", steps=4, batch_size=5, num_workers=2)
+    traj, structures = workers.collect(policy, seeds=[1, 2])
+    assert len(traj) == 5 and len(structures) == 5 and workers.shares == [3, 2]
+    with torch.no_grad():
+        for k in (4, 1):
+            expected = policy.log_prob(traj.state(k), traj.state(k - 1), k)
+            torch.testing.assert_close(traj.log_probs[4 - k], expected, rtol=1e-4, atol=1e-2)
+    again, _ = workers.collect(policy, seeds=[1, 2])
+    torch.testing.assert_close(again.frac, traj.frac)  # seeded: the same batch again
+    workers.close()
+
+
+@pytest.mark.slow
+def test_training_with_rollout_workers_and_ray_rewards(cluster, tmp_path):
+    import pandas as pd
+
+    from latticegym.agents.trainer import TrainConfig, Trainer
+
+    cfg = TrainConfig(env_id="LatticeGym/PerovskiteFormationEnergy-v0", iterations=2, batch_size=6, steps=4, out=str(tmp_path), rollout_workers=2, ray_address="local", ray_workers=2)
+    Trainer(cfg).run(progress=False)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics.iteration) == [0, 1] and metrics.evaluations.iloc[-1] <= 12 and metrics.ok_rate.min() > 0

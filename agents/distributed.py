@@ -28,6 +28,9 @@ class _RolloutWorker:
         self.policy = load_prior(prior, num_steps=steps)
         self.env = CrystalDenoisingVectorEnv(num_envs=batch, prior=self.policy, reward=_unscored, num_steps=steps)
 
+    def ready(self) -> bool:
+        return True
+
     def sample(self, weights: dict, seed: int) -> tuple[Trajectories, list]:
         self.policy.network.load_state_dict(weights)
         rollout = collect(self.env, self.policy, torch.Generator().manual_seed(seed), seed=seed)
@@ -43,6 +46,7 @@ class RolloutWorkers:
         self.shares = [len(c) for c in np.array_split(np.arange(batch_size), num_workers)]
         remote = ray.remote(num_cpus=1, num_gpus=num_gpus)(_RolloutWorker)
         self.workers = [remote.remote(prior, steps, n) for n in self.shares]
+        ray.get([w.ready.remote() for w in self.workers])  # placed: what CPUs are left is now known
 
     def collect(self, policy: DiffusionPolicy, seeds: list[int]) -> tuple[Trajectories, list]:
         import ray

@@ -127,12 +127,12 @@ class Trainer:
             from ..rewards.parallel import connect, distribute
 
             connect(cfg.ray_address or "local")
-            if cfg.ray_address:
-                distribute(self.reward, cfg.ray_workers)
-            if cfg.rollout_workers:
+            if cfg.rollout_workers:  # first: reward actors then take the CPUs that are left
                 from .distributed import RolloutWorkers
 
                 self.workers = RolloutWorkers(self.task.prior, cfg.steps, cfg.batch_size, cfg.rollout_workers)
+            if cfg.ray_address:
+                distribute(self.reward, cfg.ray_workers)
         self.timed = TimedReward(self.reward)
         self.env: CrystalDenoisingVectorEnv = gym.make_vec(
             cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps

@@ -49,7 +49,8 @@ class RaySource(PropertySource):
         self.max_retries = max_retries
         self._remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_Evaluator)
         self._payload = ray.put(source)
-        n = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1) // num_cpus))
+        # Default: as many actors as free CPUs allow (rollout workers may hold some); more would wait forever.
+        n = num_workers or max(1, int(ray.available_resources().get("CPU", 1) // num_cpus))
         self.workers = [self._remote.remote(self._payload) for _ in range(n)]
         self.restarts = 0
 

@@ -16,6 +16,13 @@ from ..crystal import structure_from_cif  # noqa: E402
 NOT_PROPERTIES = {"material_id", "iteration", "reward", "success", "ok", "reason", "formula", "cif"}
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _runs(out: Path):
     """(task, agent, seed, run_dir) for every run of a sweep."""
     for run in sorted((out / "runs").glob("*/*/seed*")):
@@ -38,11 +45,7 @@ def learning_curves(out: Path) -> Path:
             ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
         ax.set(title=task, xlabel="property evaluations", ylabel="batch success rate", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "learning_curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "learning_curves.png")
 
 
 def property_histograms(out: Path) -> Path:
@@ -62,14 +65,10 @@ def property_histograms(out: Path) -> Path:
         finite = np.concatenate([v for v in pooled.values() if len(v)]) if pooled else np.zeros(1)
         bins = np.linspace(np.percentile(finite, 1), np.percentile(finite, 99), 30) if len(finite) > 1 else 10
         for name, values in pooled.items():
-            ax.hist(values, bins=bins, alpha=0.45 if name == "prior" else 0.6, label=name, histtype="stepfilled" if name == "prior" else "step", linewidth=1.5)
-        ax.set(title=f"{task}: {column}", xlabel=column, ylabel="crystals")
+            ax.hist(values, bins=bins, density=True, alpha=0.45 if name == "prior" else 0.6, label=name, histtype="stepfilled" if name == "prior" else "step", linewidth=1.5)
+        ax.set(title=f"{task}: {column}", xlabel=column, ylabel="density (pooled over seeds)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "property_histograms.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "property_histograms.png")
 
 
 def gallery(out: Path, per_task: int = 6) -> Path:
@@ -103,11 +102,7 @@ def gallery(out: Path, per_task: int = 6) -> Path:
             ax.set_aspect("equal")
             ax.legend(fontsize=6, loc="lower right", markerscale=0.5)
         axes[r][0].set_ylabel(task, fontsize=8)
-    fig.tight_layout()
-    path = out / "gallery.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "gallery.png")
 
 
 def make_all(out: str | Path) -> list[Path]:

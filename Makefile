@@ -1,5 +1,5 @@
 # Two entry points, each doing the whole set-up on a fresh machine:
-#   make demo   install, then fine-tune the shipped perov_5 prior with PPO on PerovskiteLowHHI (~10 min on CPU)
+#   make demo   install, then fine-tune the shipped perov_5 prior with PPO on PerovskiteLowHHI (~2 min on 2 CPU cores)
 #               and print the success rate before and after
 #   make test   install, then run the tests
 # TORCH is what gets installed first when the venv has no torch (the CPU wheel here);

@@ -39,7 +39,7 @@ def test_markdown_bolds_the_best_mean_per_task():
 def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_path):
     out = tmp_path / "bench"
     args = ("bench", "--suite", "quick", "--agents", "ppo,rwkl", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
-    result = run_cli(*args)
+    result = run_cli(*args, timeout=1500)
     assert result.returncode == 0, result.stderr
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 4 and set(results.agent) == {"ppo", "rwkl"}
@@ -51,7 +51,7 @@ def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "runs/PerovskiteLowHHI/ppo/seed0/summary.json").read_text())
     start = time.time()
-    again = run_cli(*args)
+    again = run_cli(*args, timeout=600)
     assert again.returncode == 0 and time.time() - start < 120
     assert json.loads((out / "runs/PerovskiteLowHHI/ppo/seed0/summary.json").read_text()) == summary
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)

@@ -12,8 +12,8 @@ from helpers import diamond, perovskite, rocksalt
 SUBCOMMANDS = ["evaluate", "pretrain", "sample", "train", "bench", "envs"]
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "latticegym.cli", *args], capture_output=True, text=True, timeout=300)
+def run_cli(*args, timeout: float = 300):
+    return subprocess.run([sys.executable, "-m", "latticegym.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_help_lists_subcommands():

@@ -22,7 +22,7 @@ import torch
 
 from ..policies import DiffusionPolicy
 from .replay import Replay
-from .rollout import Rollout
+from .rollout import Rollout, Trajectories
 
 
 @dataclass
@@ -58,7 +58,7 @@ class RewardWeightedKL:
             old = self.replay.sample(cfg.replay_sample, self.rng)
             self.replay.add(batch, rollout.structures, np.isin(np.arange(len(batch)), top), len(top), iteration)
             if old is not None:
-                chosen = type(chosen).cat([chosen, old.to(batch.rewards.device)])
+                chosen = Trajectories.cat([chosen, old.to(batch.rewards.device)])
         # Re-noise clean crystals: one-hot types, as MatInvent trains on decoded samples.
         x0 = self.policy.encode(self.policy.decode(chosen.final))
         weights = chosen.rewards.to(x0.types.device)

@@ -23,6 +23,7 @@ from ..envs.denoising import CrystalDenoisingVectorEnv
 from ..envs.tasks import Task, get_task
 from ..policies import DiffusionPolicy, load_prior, save_policy
 from ..policies.checkpoint import atomic_save
+from ..policies.pretrain import training_data
 from ..rewards.composite import CompositeReward
 from ..rewards.filters import DiversityFilter
 from .base import Agent, trajectory_kl
@@ -65,7 +66,7 @@ def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, optio
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
     cls, config_cls = AGENTS[name]
-    known = {f.name: f.type for f in fields(config_cls)}
+    known = [f.name for f in fields(config_cls)]
     unknown = set(options or {}) - set(known)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for agent {name!r}; options: {', '.join(known)}")
@@ -98,18 +99,6 @@ def _with_diversity(reward, mode: str, default: dict | None):
     return reward
 
 
-def _novelty_index(path: str | None, prior: DiffusionPolicy) -> MatchIndex | None:
-    if not path:
-        return None
-    from ..datasets import read_csv
-
-    data = read_csv(path, skip_bad=True)
-    extra = prior.spec.extra
-    if Path(path).name == extra.get("data"):  # the prior's own file: compare with what it trained on
-        data = data.split(tuple(extra.get("split_fractions", (0.8, 0.1, 0.1))), seed=extra.get("split_seed", 0))["train"]
-    return MatchIndex(data.structures)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -117,7 +106,6 @@ class Trainer:
         self.task: Task | None = get_task(cfg.env_id) if not cfg.env_id.endswith("Custom-v0") else None
         if self.task is None:
             raise ValueError("training needs a registered task id (LatticeGym/<Task>-v0); see `latticegym envs`")
-        torch.manual_seed(cfg.seed)
         self.policy = load_prior(self.task.prior, num_steps=cfg.steps, device=cfg.device)
         self.prior = self.policy.frozen_copy()
         self.agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
@@ -138,7 +126,7 @@ class Trainer:
             cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps
         ).unwrapped
         self.generator = torch.Generator(device=self.policy.device).manual_seed(cfg.seed)
-        self.novelty = _novelty_index(cfg.novelty_reference, self.prior)
+        self.novelty = MatchIndex(training_data(self.prior.spec, cfg.novelty_reference).structures) if cfg.novelty_reference else None
         self.iteration = 0  # the next one to run
         self.best: list[dict] = []
         self.scored = 0

@@ -17,10 +17,11 @@ from tqdm import tqdm
 
 from ..agents.trainer import TrainConfig, Trainer
 from ..crystal import structure_from_cif, validity
+from ..policies import load_prior
+from ..policies.pretrain import training_data
 from .plots import make_all
 from .suites import BenchTask, Suite
 
-SUCCESS_LEVELS = (0.5, 0.8)
 REPORTED = ["evals_to_50", "evals_to_80", "final_success", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update", "wall"]
 HIGHER_IS_BETTER = {"final_success": True, "best_reward": True, "sun_rate": True, "uniqueness": True, "novelty": True, "evals_to_50": False, "evals_to_80": False, "kl": False}
 
@@ -53,18 +54,6 @@ class SUNRate:
         ok = np.array([bool(validity(s)) for s in structures])
         _, _, components = self.filter(structures, np.ones(len(structures)), ok)
         return float(components["sun"].mean())
-
-
-def _training_split(task: BenchTask, data_dir: str | None) -> list:
-    from ..datasets import read_csv
-    from ..policies import load_prior
-
-    extra = load_prior(task.task.prior, num_steps=1).spec.extra
-    path = Path(data_dir or "") / extra.get("data", "")
-    if not data_dir or not path.is_file():
-        return []
-    data = read_csv(path, skip_bad=True)
-    return data.split(tuple(extra.get("split_fractions", (0.8, 0.1, 0.1))), seed=extra.get("split_seed", 0))["train"].structures
 
 
 def summarise_run(run_dir: Path, sun: SUNRate) -> dict:
@@ -101,6 +90,7 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
         run_dir = out / "runs" / task.task.name / agent / f"seed{seed}"
         summary_path = run_dir / "summary.json"
         if not summary_path.exists():
+            data_file = _data_file(task, cfg.data_dir)
             train = TrainConfig(
                 env_id=task.env_id,
                 agent=agent,
@@ -110,13 +100,14 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
                 seed=seed,
                 out=str(run_dir),
                 device=cfg.device,
-                novelty_reference=_data_file(task, cfg.data_dir),
+                novelty_reference=data_file,
                 agent_options=task.agent_options.get(agent, {}),
                 ray_address=cfg.ray_address,
             )
             Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False)
             if task.task.name not in known_by_task:
-                known = _training_split(task, cfg.data_dir)
+                spec = load_prior(task.task.prior, num_steps=1).spec
+                known = training_data(spec, data_file).structures if data_file else []
                 known_by_task[task.task.name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
             summary_path.write_text(json.dumps(summarise_run(run_dir, known_by_task[task.task.name]), indent=1))
         rows.append({"task": task.task.name, "agent": agent, "seed": seed, **json.loads(summary_path.read_text())})
@@ -129,8 +120,7 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
 
 
 def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
-    from ..policies import load_prior
-
+    """The prior's training file inside `data_dir`, when it is there."""
     if not data_dir:
         return None
     path = Path(data_dir) / load_prior(task.task.prior, num_steps=1).spec.extra.get("data", "")

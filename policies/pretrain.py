@@ -48,6 +48,16 @@ def split_dataset(data: CrystalDataset, seed: int) -> dict[str, CrystalDataset]:
     return data.split(SPLIT_FRACTIONS, seed)
 
 
+def training_data(spec: PriorSpec, path: str | Path) -> CrystalDataset:
+    """The crystals of `path` a prior trained on: its recorded training split when `path` is the file
+    it was pretrained on (matched by name), otherwise the whole file."""
+    data = read_csv(path, skip_bad=True)
+    extra = spec.extra
+    if Path(path).name != extra.get("data"):
+        return data
+    return data.split(tuple(extra.get("split_fractions", SPLIT_FRACTIONS)), seed=extra.get("split_seed", 0))["train"]
+
+
 def _size_bucketed_batches(sizes: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     # Crystals of similar size share a batch, so little compute goes to padding.
     order = rng.permutation(len(sizes))

@@ -5,11 +5,34 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 
 DEFAULT_DATA = Path("../shared/data")
 DATASET_HINTS = {"perov": "perov_5", "carbon": "carbon_24", "mpts": "mpts_52", "mp_20": "mp_20", "mp20": "mp_20"}
+
+
+def _bounded(kind: type, low: float, what: str):
+    """An argparse type: a `kind` number >= low; the error names the option via argparse."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+POSITIVE = _bounded(int, 1, "an integer >= 1")
+NON_NEGATIVE = _bounded(int, 0, "an integer >= 0")
+POSITIVE_FLOAT = _bounded(float, 1e-300, "a number > 0")
+NON_NEGATIVE_FLOAT = _bounded(float, 0, "a number >= 0")
 
 
 def _guess_dataset(*paths: str) -> str | None:
@@ -83,6 +106,8 @@ def cmd_pretrain(args) -> int:
         checkpoint_every=args.checkpoint_every,
         device=args.device,
         name=args.name or "",
+        minutes=args.minutes,
+        init=args.init or "",
     )
     path = pretrain(cfg, resume=args.resume)
     print(f"prior written to {path}")
@@ -117,15 +142,14 @@ def cmd_envs(args) -> int:
     return 0
 
 
-def _options(pairs: list[str]) -> dict:
-    import yaml
-
+def _options(pairs: list[str]) -> dict[str, str]:
+    """--set pairs as strings; the agent's config parses each with its field's type."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        options[key] = yaml.safe_load(value)
+        options[key.strip()] = value
     return options
 
 
@@ -150,7 +174,12 @@ def cmd_train(args) -> int:
     )
     trainer = Trainer(cfg)
     before = evaluate_policy(trainer.prior, args.env, args.evaluate) if args.evaluate and not args.resume else None
-    out = trainer.run(resume=args.resume)
+    try:
+        out = trainer.run(resume=args.resume)
+    except KeyboardInterrupt:
+        done = trainer.iteration
+        print(f"\nlatticegym train: interrupted in iteration {done}; {args.out}/checkpoint.pt holds {done} finished iterations: add --resume to the same command to continue", file=sys.stderr)
+        return 130
     print(f"logs: {out / 'metrics.csv'}, {out / 'tensorboard'}; best crystals: {out / 'best.csv'}; every crystal: {out / 'evaluated.csv'}")
     print(f"fine-tuned policy: {out / 'policy.pt'} (latticegym sample --prior {out / 'policy.pt'} ...)")
     if args.evaluate:
@@ -193,32 +222,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", choices=["train", "val", "test"], help="use this split of --train")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--dataset", choices=["perov_5", "carbon_24", "mp_20", "mpts_52"], help="COV cutoffs (default: from file names)")
-    p.add_argument("--workers", type=int, help="processes for fingerprints (default: all cores)")
+    p.add_argument("--workers", type=POSITIVE, help="processes for fingerprints (default: all cores)")
     p.add_argument("--out", help="write the metrics as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("pretrain", help="train a crystal diffusion prior on a CDVAE-format CSV")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=1000, help="may be raised on --resume (the cosine LR schedule then stretches)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--epochs", type=POSITIVE, default=1000, help="may be raised on --resume (the cosine LR schedule then stretches)")
+    p.add_argument("--batch-size", type=POSITIVE, default=128, help="crystals per optimizer step (default: %(default)s)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3, help="peak learning rate of the cosine schedule (default: %(default)s)")
+    p.add_argument("--hidden", type=POSITIVE, default=128, help="denoiser width (default: %(default)s)")
+    p.add_argument("--layers", type=POSITIVE, default=4, help="denoiser message-passing layers (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=5, help="epochs between checkpoints")
+    p.add_argument("--checkpoint-every", type=POSITIVE, default=5, help="epochs between checkpoints")
     p.add_argument("--name", help="prior name recorded in the checkpoint")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--minutes", type=NON_NEGATIVE_FLOAT, default=0.0, help="wall-clock budget: fit --epochs to it from the first epoch's speed (default: off)")
+    p.add_argument("--init", help="start from this prior's weights (same data and network shape), e.g. a shipped prior")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("sample", help="sample crystals from a prior into a CDVAE-format CSV")
     p.add_argument("--prior", required=True, help="shipped prior name (perov_5, carbon_24) or checkpoint path")
-    p.add_argument("--num", type=int, required=True)
-    p.add_argument("--steps", type=int, default=100, help="reverse-diffusion steps T")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num", type=POSITIVE, required=True, help="how many crystals")
+    p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--batch-size", type=POSITIVE, default=256, help="crystals denoised at once (default: %(default)s)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sample)
@@ -229,10 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
     p.add_argument("--env", required=True, help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`)")
     p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce"], default="ppo")
-    p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=100, help="reverse-diffusion steps T")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=POSITIVE, default=30, help="RL iterations, one batch each (default: %(default)s)")
+    p.add_argument("--batch-size", type=POSITIVE, default=64, help="crystals sampled per iteration (default: %(default)s)")
+    p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--out", required=True, help="run directory: metrics.csv, tensorboard/, best.csv, evaluated.csv, checkpoint.pt, policy.pt")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly (--iterations may be raised)")
     p.add_argument("--device", default="cpu")
@@ -241,14 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diversity", choices=["default", "none", "composition", "structure"], default="default", help="diversity filter on the reward (default: the agent's recipe)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option, e.g. --set lr=1e-5 --set kl_coef=0.02")
     p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address")
-    p.add_argument("--rollout-workers", type=int, default=0, help="Ray actors that sample the batch in parallel, each with a copy of the policy")
-    p.add_argument("--evaluate", type=int, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after")
+    p.add_argument("--rollout-workers", type=NON_NEGATIVE, default=0, help="Ray actors that sample the batch in parallel, each with a copy of the policy")
+    p.add_argument("--evaluate", type=NON_NEGATIVE, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="run a task suite for several agents and seeds; tables and plots (resumes an interrupted sweep)")
     p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard")
     p.add_argument("--agents", default="ppo,rwkl,reinforce", help="comma-separated")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per task and agent (default: %(default)s)")
     p.add_argument("--out", required=True)
     p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")
     p.add_argument("--device", default="cpu")
@@ -258,11 +289,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .files import RunLockedError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, OSError) as exc:
-        print(f"latticegym {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = {
+            "train": f"; {out} keeps its last checkpoint: add --resume to the same command to continue",
+            "pretrain": f"; {out}/last.pt is the last checkpoint: add --resume to the same command to continue",
+            "bench": "; run the same command again: finished runs are skipped and the interrupted one resumes",
+        }.get(args.command, "")
+        print(f"\nlatticegym {args.command}: interrupted{where}", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError, RunLockedError, FloatingPointError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"latticegym {args.command}: error: {text}", file=sys.stderr)
         return 1
 
 

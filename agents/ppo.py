@@ -21,6 +21,7 @@ import torch
 
 from ..policies import DiffusionPolicy
 from .base import StepGradients, normalized_advantages, random_steps, step_terms
+from .options import check_ranges
 from .replay import Replay
 from .rollout import Rollout, Trajectories
 
@@ -40,6 +41,10 @@ class PPOConfig:
     replay_mix: float = 0.2  # fraction of each update's trajectories drawn from replay
     replay_top_k: int = 8  # best trajectories of each batch offered to replay
     replay_dedup: str = "composition"  # or "structure"
+
+    def __post_init__(self):
+        check_ranges(self, positive=("lr", "clip_range", "max_grad_norm", "target_kl"), at_least_one=("epochs", "minibatch_size"),
+                     non_negative=("kl_coef", "replay_capacity", "replay_top_k"), unit=("step_fraction",))
 
 
 class PPO:

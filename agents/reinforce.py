@@ -13,6 +13,7 @@ import torch
 
 from ..policies import DiffusionPolicy
 from .base import StepGradients, random_steps, step_terms
+from .options import check_ranges
 from .rollout import Rollout
 
 
@@ -22,6 +23,9 @@ class REINFORCEConfig:
     step_fraction: float = 0.2
     kl_coef: float = 0.01
     max_grad_norm: float = 1.0  # per sampled step (see base.StepGradients)
+
+    def __post_init__(self):
+        check_ranges(self, positive=("lr", "max_grad_norm"), non_negative=("kl_coef",), unit=("step_fraction",))
 
 
 class REINFORCE:

@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from ..envs.denoising import ACTION_FIELDS, CrystalDenoisingVectorEnv, obs_to_state
+from ..files import saveable
 from ..policies import DiffusionPolicy, DiffusionState
 from ..rewards.base import RewardResult
 
 
+@saveable
 @dataclass
 class Trajectories:
     """B trajectories of T steps. Index j along the step axis holds x_{T-j}; `log_probs[j]` is the step from x_{T-j}."""

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..policies import DiffusionPolicy
+from .options import check_ranges
 from .replay import Replay
 from .rollout import Rollout, Trajectories
 
@@ -34,6 +35,9 @@ class RWKLConfig:
     sigma: float = 1.0  # weight of the regulariser
     replay_capacity: int = 64
     replay_sample: int = 8  # replayed crystals per update
+
+    def __post_init__(self):
+        check_ranges(self, positive=("lr",), at_least_one=("epochs", "noise_draws"), non_negative=("sigma", "replay_capacity", "replay_sample"), unit=("topk_ratio",))
 
 
 class RewardWeightedKL:

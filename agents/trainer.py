@@ -8,8 +8,9 @@ continues with the next iteration as if nothing happened.
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,13 +22,14 @@ from tqdm import tqdm
 from ..crystal import MatchIndex, structure_to_cif, unique_indices, validity
 from ..envs.denoising import CrystalDenoisingVectorEnv
 from ..envs.tasks import Task, get_task
+from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, to_plain
 from ..policies import DiffusionPolicy, load_prior, save_policy
-from ..policies.checkpoint import atomic_save
 from ..policies.pretrain import training_data
 from ..rewards.composite import CompositeReward
 from ..rewards.filters import DiversityFilter
 from .base import Agent, trajectory_kl
 from .loggers import RunLog, append_csv, truncate_csv
+from .options import check_ranges, parse_options
 from .ppo import PPO, PPOConfig
 from .reinforce import REINFORCE, REINFORCEConfig
 from .rollout import Rollout, collect
@@ -61,16 +63,17 @@ class TrainConfig:
     ray_workers: int | None = None  # actors per costly property source (default: one per CPU)
     rollout_workers: int = 0  # Ray actors sampling the batch in parallel (0: sample in this process)
 
+    def __post_init__(self):
+        check_ranges(self, at_least_one=("iterations", "batch_size", "steps", "best_size"), non_negative=("kl_crystals", "rollout_workers"))
+        if self.ray_workers is not None:
+            check_ranges(self, at_least_one=("ray_workers",))
+
 
 def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, options: dict | None = None, seed: int = 0) -> Agent:
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
     cls, config_cls = AGENTS[name]
-    known = [f.name for f in fields(config_cls)]
-    unknown = set(options or {}) - set(known)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for agent {name!r}; options: {', '.join(known)}")
-    return cls(policy, prior, config_cls(**(options or {})), seed=seed)
+    return cls(policy, prior, config_cls(**parse_options(config_cls, options or {}, f"agent {name!r}")), seed=seed)
 
 
 class TimedReward:
@@ -126,11 +129,17 @@ class Trainer:
             cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps
         ).unwrapped
         self.generator = torch.Generator(device=self.policy.device).manual_seed(cfg.seed)
-        self.novelty = MatchIndex(training_data(self.prior.spec, cfg.novelty_reference).structures) if cfg.novelty_reference else None
+        self.novelty = MatchIndex(self._reference(cfg.novelty_reference)) if cfg.novelty_reference else None
         self.iteration = 0  # the next one to run
         self.best: list[dict] = []
         self.scored = 0
         self._matcher = StructureMatcher()
+
+    def _reference(self, path: str) -> list:
+        known = training_data(self.prior.spec, path)
+        if not known.structures:
+            raise ValueError(f"--reference {path}: no readable crystals ({len(known.skipped)} rows rejected), so novelty would be meaningless")
+        return known.structures
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, wandb_id: str | None) -> None:
@@ -146,13 +155,13 @@ class Trainer:
             "scored": self.scored,
             "wandb_id": wandb_id,
         }
-        atomic_save(state, self.out / CHECKPOINT)
+        atomic_save(to_plain(state), self.out / CHECKPOINT, keep_previous=True)
 
     def load(self) -> str | None:
         path = self.out / CHECKPOINT
         if not path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        state = torch.load(path, map_location=self.policy.device, weights_only=False)
+        state = from_plain(load_checkpoint(path))
         saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb", "ray_address", "ray_workers")}
         ours = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         if saved != ours:
@@ -171,28 +180,45 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self, resume: bool = False, progress: bool = True) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
-        wandb_id = self.load() if resume else None
-        if not resume and (self.out / CHECKPOINT).exists():
-            raise FileExistsError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
-        truncate_csv(self.out / "evaluated.csv", self.iteration)
-        log = RunLog(self.out, self.iteration, asdict(self.cfg), self.cfg.wandb, wandb_id)
-        bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc=f"{self.cfg.agent} on {self.task.name}", unit="it", disable=not progress)
-        try:
-            while self.iteration < self.cfg.iterations:
-                metrics, hists = self.step()
-                log.log(self.iteration, metrics, hists)
-                self.iteration += 1
-                self.save(log.wandb_id)
+        """Run (or with `resume`, continue) to `cfg.iterations`, holding the run directory's lock throughout."""
+        with RunLock(self.out):
+            for path in clear_temporaries(self.out):
+                print(f"removed {path}, left by a save that was killed", file=sys.stderr)
+            wandb_id = self.load() if resume else None
+            if not resume and (self.out / CHECKPOINT).exists():
+                raise FileExistsError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+            if resume:  # a kill between the checkpoint and policy.pt would leave them out of step
                 save_policy(self.policy, self.out / "policy.pt")
-                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", success=f"{metrics['success_rate']:.2f}", kl=f"{metrics['kl']:.1f}")
-                bar.update()
-        finally:
-            bar.close()
-            log.close()
-            if self.workers is not None:
-                self.workers.close()
+            truncate_csv(self.out / "evaluated.csv", self.iteration)
+            log = RunLog(self.out, self.iteration, asdict(self.cfg), self.cfg.wandb, wandb_id)
+            bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc=f"{self.cfg.agent} on {self.task.name}", unit="it", disable=not progress)
+            try:
+                while self.iteration < self.cfg.iterations:
+                    metrics, hists = self.step()
+                    self._check_finite(metrics)
+                    log.log(self.iteration, metrics, hists)
+                    self.iteration += 1
+                    self.save(log.wandb_id)
+                    save_policy(self.policy, self.out / "policy.pt")
+                    bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", success=f"{metrics['success_rate']:.2f}", kl=f"{metrics['kl']:.1f}")
+                    bar.update()
+            finally:
+                bar.close()
+                log.close()
+                if self.workers is not None:
+                    self.workers.close()
         return self.out
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        """Stop before a non-finite policy is saved: the checkpoint of the previous iteration stays the last one."""
+        bad = non_finite(self.policy.network.state_dict())
+        losses = [k for k, v in metrics.items() if "loss" in k and not np.isfinite(v)]
+        if bad or losses:
+            what = f"{len(bad)} weight tensors became NaN or inf (e.g. {bad[0]})" if bad else f"non-finite {', '.join(losses)}"
+            raise FloatingPointError(
+                f"iteration {self.iteration}: {what}; nothing of it was saved, {self.out / CHECKPOINT} holds iteration {self.iteration - 1}. "
+                "Check the agent options (--set), e.g. a NaN or huge coefficient or learning rate"
+            )
 
     def step(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         it = self.iteration

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..agents.trainer import TrainConfig, Trainer
 from ..crystal import structure_from_cif, validity
+from ..files import RunLock
 from ..policies import load_prior
 from ..policies.pretrain import training_data
 from .plots import make_all
@@ -80,8 +81,13 @@ def summarise_run(run_dir: Path, sun: SUNRate) -> dict:
 
 
 def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataFrame:
+    """Run (or finish) every task x agent x seed of `suite`; holds the lock on `cfg.out` throughout."""
+    with RunLock(cfg.out):
+        return _run_suite(suite, cfg, progress)
+
+
+def _run_suite(suite: Suite, cfg: SweepConfig, progress: bool) -> pd.DataFrame:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = []
     jobs = [(task, agent, seed) for task in suite.tasks for agent in cfg.agents for seed in range(cfg.seeds)]
     bar = tqdm(jobs, desc=f"suite {suite.name}", unit="run", disable=not progress)

@@ -143,6 +143,10 @@ class _Denoising:
     """The lockstep core shared by the single and the vector env."""
 
     def _setup(self, task, prior, reward, num_steps, device, num_envs: int) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1):
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
         self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device)
         self.prior = PriorAgent(self.policy)
         self.batch = num_envs
@@ -156,7 +160,10 @@ class _Denoising:
         generator = torch.Generator(device=self.policy.device).manual_seed(int(rng.integers(2**62)))
         num_atoms = options.get("num_atoms")
         if num_atoms is not None:
-            num_atoms = torch.as_tensor(np.broadcast_to(num_atoms, (self.batch,)).copy(), device=self.policy.device)
+            given = np.asarray(num_atoms)
+            if given.dtype.kind not in "iu" or given.ndim > 1 or given.size not in (1, self.batch):
+                raise ValueError(f"options['num_atoms'] must be an integer or {self.batch} integers, got {num_atoms!r}")
+            num_atoms = torch.as_tensor(np.broadcast_to(given, (self.batch,)).copy(), device=self.policy.device)
             if num_atoms.min() < 1 or num_atoms.max() > self.policy.n_max:
                 raise ValueError(f"num_atoms must be in 1..{self.policy.n_max}, got {num_atoms.tolist()}")
         self.state = self.policy.initial_state(self.batch, generator, num_atoms)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
+from ..files import CheckpointError, atomic_save, load_checkpoint, non_finite
 from .diffusion import DiffusionPolicy, PriorSpec
 from .network import DenoiserConfig
 
@@ -18,7 +16,9 @@ FORMAT = 1
 def save_policy(policy: DiffusionPolicy, path: str | Path) -> Path:
     """Write weights plus everything needed to rebuild the policy; atomic, so a kill never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    bad = non_finite(policy.network.state_dict())
+    if bad:
+        raise ValueError(f"refusing to write {path}: the policy has non-finite weights (NaN or inf) in {len(bad)} tensors, e.g. {bad[0]}")
     payload = {
         "format": FORMAT,
         "spec": asdict(policy.spec),
@@ -29,27 +29,39 @@ def save_policy(policy: DiffusionPolicy, path: str | Path) -> Path:
     return path
 
 
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def policy_from_payload(payload: dict, num_steps: int = 100, device: str | torch.device = "cpu") -> DiffusionPolicy:
+def policy_from_payload(payload: dict, num_steps: int = 100, device="cpu", source: str = "checkpoint") -> DiffusionPolicy:
+    """Rebuild a policy from `save_policy`'s dict; anything else is a CheckpointError that says why."""
+    if "format" not in payload and "iteration" in payload:
+        raise CheckpointError(f"{source} is a training checkpoint, not a policy; pass the run's policy.pt or the run directory")
+    if "format" not in payload and "ema" in payload:
+        raise CheckpointError(f"{source} is a pretraining checkpoint, not a policy; pass the run's prior.pt")
     if payload.get("format") != FORMAT:
-        raise ValueError(f"unsupported checkpoint format {payload.get('format')!r} (this version reads {FORMAT})")
-    spec = PriorSpec(**payload["spec"])
-    spec.num_atoms = {int(k): int(v) for k, v in spec.num_atoms.items()}
-    policy = DiffusionPolicy(spec, DenoiserConfig(**payload["denoiser"]), num_steps=num_steps)
-    policy.network.load_state_dict(payload["state_dict"])
+        raise CheckpointError(f"{source} is not a latticegym prior: format {payload.get('format')!r}, this version reads {FORMAT}")
+    try:
+        spec = PriorSpec(**payload["spec"])
+        spec.num_atoms = {int(k): int(v) for k, v in spec.num_atoms.items()}
+        policy = DiffusionPolicy(spec, DenoiserConfig(**payload["denoiser"]), num_steps=num_steps)
+        policy.network.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{source} is not a latticegym prior: {type(exc).__name__}: {text[:300]}") from exc
+    bad = non_finite(payload["state_dict"])
+    if bad:
+        raise CheckpointError(f"{source} has non-finite weights (NaN or inf) in {len(bad)} tensors, e.g. {bad[0]}; it cannot be sampled")
     return policy.to(device).eval()
 
 
-def load_policy(path: str | Path, num_steps: int = 100, device: str | torch.device = "cpu") -> DiffusionPolicy:
+def load_policy(path: str | Path, num_steps: int = 100, device="cpu") -> DiffusionPolicy:
+    """A policy from a `.pt` file written by `save_policy`, or from a run directory (its policy.pt)."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return policy_from_payload(torch.load(path, map_location="cpu", weights_only=False), num_steps, device)
+    if path.is_dir():
+        for name in ("policy.pt", "prior.pt"):
+            if (path / name).exists():
+                path = path / name
+                break
+        else:
+            raise CheckpointError(f"{path} is a directory without policy.pt or prior.pt; pass a run directory or a policy file")
+    return policy_from_payload(load_checkpoint(path, fallback=False), num_steps, device, source=str(path))
 
 
 def available_priors() -> list[str]:

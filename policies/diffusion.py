@@ -21,12 +21,14 @@ from torch import nn
 from tqdm import tqdm
 
 from ..crystal import CrystalBatch
+from ..files import saveable
 from .network import CSPDenoiser, DenoiserConfig
 from .noise import Schedules, minimal_image, wrap, wrapped_normal_log_prob, wrapped_normal_score
 
 LOSS_WEIGHTS = {"lattice": 1.0, "frac": 1.0, "types": 20.0}  # DiffCSP's ab initio weights
 
 
+@saveable
 @dataclass
 class DiffusionState:
     """A batch of (noisy) crystals in model space; padding entries are zero."""

@@ -15,11 +15,12 @@ from tqdm import tqdm
 
 from ..crystal import CrystalBatch
 from ..datasets import SPLIT_FRACTIONS, CrystalDataset, read_csv
-from .checkpoint import atomic_save, save_policy
+from ..files import RunLock, atomic_save, clear_temporaries, load_checkpoint
+from .checkpoint import load_prior, save_policy
 from .diffusion import DiffusionPolicy, DiffusionState, PriorSpec
 from .network import DenoiserConfig
 
-RESUMABLE = {"epochs", "device", "out"}  # settings a resumed run may change
+RESUMABLE = {"epochs", "device", "out", "checkpoint_every", "minutes"}  # settings a resumed run may change
 
 
 @dataclass
@@ -41,6 +42,8 @@ class PretrainConfig:
     checkpoint_every: int = 5  # epochs
     name: str = ""
     device: str = "cpu"
+    minutes: float = 0.0  # wall-clock budget: when set, `epochs` is fitted to it from the first epoch's speed
+    init: str = ""  # start from this prior's weights (same data and network shape), e.g. to continue a shipped prior
 
 
 def split_dataset(data: CrystalDataset, seed: int) -> dict[str, CrystalDataset]:
@@ -56,6 +59,14 @@ def training_data(spec: PriorSpec, path: str | Path) -> CrystalDataset:
     if Path(path).name != extra.get("data"):
         return data
     return data.split(tuple(extra.get("split_fractions", SPLIT_FRACTIONS)), seed=extra.get("split_seed", 0))["train"]
+
+
+def _reasons(skipped: list[tuple[int, str]]) -> str:
+    counts: dict[str, int] = {}
+    for _, reason in skipped:
+        key = reason.split(":")[0][:60]
+        counts[key] = counts.get(key, 0) + 1
+    return "".join(f"; {n} x {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
 
 
 def _size_bucketed_batches(sizes: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -95,11 +106,22 @@ def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDatase
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train, checkpointing every few epochs to OUT/last.pt; returns OUT/prior.pt (EMA weights)."""
+    """Train, checkpointing every few epochs to OUT/last.pt; returns OUT/prior.pt (EMA weights).
+
+    Holds OUT's lock (`files.RunLock`) throughout, so two runs never write one directory."""
+    with RunLock(cfg.out):
+        clear_temporaries(cfg.out)
+        return _pretrain(cfg, resume, progress)
+
+
+def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / "last.pt"
-    saved = torch.load(state_path, map_location="cpu", weights_only=False) if resume and state_path.exists() else None
+    if cfg.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if resume and not state_path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {state_path}; drop --resume to start a new run there")
+    saved = load_checkpoint(state_path) if resume else None
     if saved is not None:
         changed = {k: (saved["config"].get(k), v) for k, v in asdict(cfg).items() if k not in RESUMABLE and saved["config"].get(k) != v}
         if changed:
@@ -109,6 +131,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable rows of {cfg.data}, first: row {data.skipped[0][0]}: {data.skipped[0][1]}")
     splits = split_dataset(data, cfg.split_seed)
+    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
+        raise ValueError(f"{cfg.data}: no usable crystals to train on ({len(data)} read, {len(data.skipped)} rows rejected{_reasons(data.skipped)})")
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # the initial weights
     policy = build_policy(cfg, data, splits["train"]).to(device)
@@ -116,6 +140,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     start_epoch, step = 0, 0
+    if cfg.init and saved is None:
+        start = load_prior(cfg.init)
+        if asdict(start.network.config) != asdict(policy.network.config) or start.spec.elements != policy.spec.elements:
+            raise ValueError(f"--init {cfg.init}: its network {asdict(start.network.config)} or vocabulary does not match this run's")
+        policy.network.load_state_dict(start.network.state_dict())
+        ema.network.load_state_dict(start.network.state_dict())
+        print(f"starting from the weights of {cfg.init}")
     if saved is not None:
         policy.network.load_state_dict(saved["model"])
         ema.network.load_state_dict(saved["ema"])
@@ -124,6 +155,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         start_epoch, step = saved["epoch"], saved["step"]
         print(f"resuming {state_path} at epoch {start_epoch}")
 
+    # Encoded once and kept on the device: batches are gathered there, with no host round trip.
     train_x = policy.encode(CrystalBatch.from_structures(splits["train"].structures, policy.n_max))
     val_x = policy.encode(CrystalBatch.from_structures(splits["val"].structures, policy.n_max))
     sizes = train_x.mask.sum(1).cpu().numpy()
@@ -133,8 +165,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     print(f"{policy.network.num_parameters():,} parameters; {len(sizes)} train / {len(val_x)} val crystals; {steps_per_epoch} steps per epoch")
 
-    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="pretrain", unit="epoch", disable=not progress)
-    for epoch in bar:
+    bar = tqdm(initial=start_epoch, total=cfg.epochs, desc="pretrain", unit="epoch", disable=not progress)
+    began = first_end = time.perf_counter()
+    epoch = start_epoch
+    while epoch < cfg.epochs:
         t0 = time.perf_counter()
         policy.train()
         sums: dict[str, float] = {}
@@ -142,6 +176,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step, total_steps)
             parts = policy.loss(_take(train_x, idx).to(device), generator)
+            if not torch.isfinite(parts["loss"]):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; {out / 'last.pt'} holds the last good state")
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
@@ -157,6 +193,14 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         writer.add_scalar("train/lr", _lr(cfg, step, total_steps), epoch + 1)
         writer.add_scalar("time/epoch_s", time.perf_counter() - t0, epoch + 1)
         bar.set_postfix(loss=f"{sums['loss']:.4f}")
+        bar.update()
+        if cfg.minutes and epoch - start_epoch < 5:  # fit the schedule to the budget; the first epoch pays for warm-up
+            now, done = time.perf_counter(), epoch + 1 - start_epoch
+            first_end = first_end if done > 1 else now
+            per_epoch = (now - first_end) / (done - 1) if done > 1 else now - began
+            cfg.epochs = epoch + 1 + max(0, int((cfg.minutes * 60 - (now - began)) / per_epoch))
+            total_steps = steps_per_epoch * cfg.epochs
+            bar.total = cfg.epochs
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             val = _validation_loss(ema, val_x, cfg, device)
@@ -176,7 +220,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                     "step": step,
                 },
                 state_path,
+                keep_previous=True,
             )
+        epoch += 1
+    bar.close()
     writer.close()
     return out / "prior.pt"
 

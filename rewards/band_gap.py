@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
+from ..files import load_checkpoint
 from .base import PropertySource
 
 SHIPPED = Path(__file__).parent / "data" / "band_gap_perov_5.pt"
@@ -97,7 +98,7 @@ class BandGapPredictor:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no band-gap predictor at {path}; train one with `python -m latticegym.rewards.band_gap`")
-        d = torch.load(path, map_location="cpu", weights_only=False)
+        d = load_checkpoint(path, fallback=False)
         return cls(d["elements"], d["cutoff"], d["blocks"], d["classifier"], d["regressor"], d["metrics"], d.get("threshold", 0.5))
 
     @torch.no_grad()

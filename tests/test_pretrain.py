@@ -46,8 +46,8 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path, monkeypatch)
 
     real_save = pretrain_module.atomic_save
 
-    def save_then_die(obj, path):
-        real_save(obj, path)
+    def save_then_die(obj, path, **kwargs):
+        real_save(obj, path, **kwargs)
         if obj.get("epoch") == 1:
             raise KeyboardInterrupt("killed right after the first checkpoint")
 
@@ -57,8 +57,8 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path, monkeypatch)
     monkeypatch.setattr(pretrain_module, "atomic_save", real_save)
     resumed = pretrain(_config(tiny_data, tmp_path / "b", 3), resume=True, progress=False)
 
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)

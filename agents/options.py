@@ -1,0 +1,79 @@
+"""Agent options: typed parsing of `--set KEY=VALUE` and range checks on the config dataclasses."""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import fields
+
+TRUE, FALSE, NONE = ("true", "yes", "1", "on"), ("false", "no", "0", "off"), ("none", "null")
+
+
+def _types(config_cls: type) -> dict[str, tuple[type, bool]]:
+    """Field name -> (base type, None allowed)."""
+    out = {}
+    for name, hint in typing.get_type_hints(config_cls).items():
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        base = next((a for a in args if a is not type(None)), hint) if args else hint
+        out[name] = (base, optional)
+    return out
+
+
+def parse_option(config_cls: type, key: str, value, owner: str = ""):
+    """`value` (a CLI string or a Python value) as the type of `config_cls.key`; ValueError names key, value and type."""
+    types = _types(config_cls)
+    if key not in types:
+        raise ValueError(f"unknown option {key!r} for {owner or config_cls.__name__}; options: {', '.join(types)}")
+    base, optional = types[key]
+    expected = base.__name__ + (" or none" if optional else "")
+    text = value.strip().lower() if isinstance(value, str) else None
+    if optional and (value is None or text in NONE):
+        return None
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if text in TRUE or text in FALSE:
+                return text in TRUE
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value.strip() if isinstance(value, str) else value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            parsed = float(value)
+            if math.isfinite(parsed):
+                return parsed
+            raise ValueError
+        if base is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {key}={value!r}: expected a finite {expected}" if base is float else f"option {key}={value!r}: expected {expected}") from None
+    return value
+
+
+def parse_options(config_cls: type, options: dict, owner: str = "") -> dict:
+    return {k: parse_option(config_cls, k, v, owner) for k, v in options.items()}
+
+
+def check_ranges(cfg, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), non_negative: tuple[str, ...] = (), unit: tuple[str, ...] = ()) -> None:
+    """Raise a ValueError naming the first field of `cfg` out of its range; `unit` means (0, 1]."""
+    names = {f.name for f in fields(cfg)}
+    for group, ok, wanted in (
+        (positive, lambda v: v > 0, "> 0"),
+        (at_least_one, lambda v: v >= 1, ">= 1"),
+        (non_negative, lambda v: v >= 0, ">= 0"),
+        (unit, lambda v: 0 < v <= 1, "in (0, 1]"),
+    ):
+        for name in group:
+            assert name in names, name
+            value = getattr(cfg, name)
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{type(cfg).__name__}.{name} must be a finite number, got {value}")
+            if not ok(value):
+                raise ValueError(f"{type(cfg).__name__}.{name} must be {wanted}, got {value}")

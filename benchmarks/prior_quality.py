@@ -1,0 +1,85 @@
+"""A prior's samples against real data at equal sizes, with the local geometry COV misses.
+
+    python -m latticegym.benchmarks.prior_quality --prior carbon_24 --data ../shared/data/carbon_24_val.csv.gz --num 200
+
+Prints, for N samples and for N real training crystals (the ceiling at that size), the generation
+metrics against the held-out test split of pretraining, the nearest-neighbour distance percentiles
+(5th, 50th, 95th) and the sampling cost per crystal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from ..datasets import read_csv
+from ..policies.checkpoint import load_prior
+from ..policies.pretrain import split_dataset
+from .metrics import evaluate
+
+PERCENTILES = (5, 50, 95)
+
+
+def nearest_neighbour_percentiles(structures) -> list[float]:
+    """Percentiles of each atom's distance to its nearest neighbour (periodic images included), in Å."""
+    distances = []
+    for s in structures:
+        d = s.distance_matrix.copy()
+        np.fill_diagonal(d, min(s.lattice.abc))  # an atom's own nearest periodic image
+        distances.extend(d.min(axis=1))
+    return [float(x) for x in np.percentile(distances, PERCENTILES)]
+
+
+def measure(prior: str, data: str, num: int, steps: int, seed: int, split_seed: int) -> dict:
+    splits = split_dataset(read_csv(data, skip_bad=True), split_seed)
+    test, train = splits["test"].structures, splits["train"].structures
+    policy = load_prior(prior, num_steps=steps)
+    start = time.perf_counter()
+    with torch.no_grad():
+        samples = policy.generate(num, seed=seed, batch_size=min(num, 256)).to_structures()
+    seconds = time.perf_counter() - start
+    dataset = policy.spec.name or None
+    real = [train[i] for i in np.random.default_rng(seed).choice(len(train), size=min(num, len(train)), replace=False)]
+    return {
+        "prior": prior,
+        "network": f"{policy.network.config.hidden}x{policy.network.config.layers}",
+        "steps": steps,
+        "seconds_per_crystal": seconds / num,
+        "samples": evaluate(samples, test, train, dataset=dataset),
+        "ceiling": evaluate(real, test, None, dataset=dataset),
+        "nn_samples": nearest_neighbour_percentiles(samples),
+        "nn_data": nearest_neighbour_percentiles(test),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prior", action="append", required=True, help="shipped name or checkpoint path; repeat to compare")
+    parser.add_argument("--data", required=True, help="the CSV the priors were pretrained on (its test split is the reference)")
+    parser.add_argument("--num", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--out", help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    results = [measure(p, args.data, args.num, args.steps, args.seed, args.split_seed) for p in args.prior]
+    keys = ("struct_validity", "comp_validity", "cov_recall", "cov_precision", "wdist_density", "uniqueness", "novelty")
+    print(f"{args.num} samples and {args.num} real training crystals, each against the held-out test split of {args.data}")
+    print(f"{'prior':38s}{'net':>8s}{'s/crystal':>10s}" + "".join(f"{k[:12]:>13s}" for k in keys) + f"{'NN p5/p50/p95 (Å)':>20s}")
+    for r in results:
+        for label, m, nn in (("", r["samples"], r["nn_samples"]), ("  real data, same size", r["ceiling"], r["nn_data"])):
+            name = (label or str(r["prior"]))[-38:]
+            cost = f"{r['seconds_per_crystal']:10.3f}" if not label else " " * 10
+            cells = "".join(f"{m[k]:13.4f}" if m.get(k) is not None else f"{'-':>13s}" for k in keys)
+            print(f"{name:38s}{r['network'] if not label else '':>8s}{cost}{cells}{'/'.join(f'{x:.2f}' for x in nn):>20s}")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Files a run writes and reads: atomic saves that keep the last good copy, loads that never execute
+code, and an exclusive lock on a run directory.
+
+Like `crystal.py` and `datasets.py` this is a base module: it imports nothing else from latticegym,
+so policies, rewards and agents can all use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import pickle
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+LOCK_NAME = ".lock"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable latticegym checkpoint; the message says which file and why."""
+
+
+def previous(path: Path) -> Path:
+    """Where `atomic_save(..., keep_previous=True)` keeps the copy it replaced."""
+    return path.with_name(path.name + ".prev")
+
+
+def atomic_save(obj, path: str | Path, keep_previous: bool = False) -> None:
+    """Write `obj` with torch.save so that a kill or a full disk never leaves a half-written `path`.
+
+    The data goes to `path.tmp`, is flushed to disk, then renamed over `path`. With `keep_previous`
+    the file it replaces survives as `path.prev`, for `load_checkpoint` to fall back to. On failure
+    the temporary is removed, `path` is untouched and an OSError says what happened.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write {path} ({_first_line(exc)}); the last good {path.name} is kept") from exc
+    if keep_previous and path.exists():
+        os.replace(path, previous(path))
+    os.replace(tmp, path)
+
+
+def clear_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the `*.tmp` files a killed save left in `folder`; returns what was removed."""
+    stale = sorted(Path(folder).glob("*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def load_checkpoint(path: str | Path, fallback: bool = True) -> dict:
+    """Read a dict saved by `atomic_save` with `weights_only=True`: tensors and plain data only, no code runs.
+
+    A corrupt or truncated file falls back, with a warning naming it, to the `.prev` copy when there
+    is one (and `fallback`); otherwise a CheckpointError says what is wrong with the file.
+    """
+    path = Path(path)
+    try:
+        return _load(path)
+    except CheckpointError as exc:
+        prev = previous(path)
+        if not fallback or not prev.exists():
+            raise
+        warnings.warn(f"{exc}; falling back to the previous checkpoint {prev}", stacklevel=2)
+        return _load(prev)
+
+
+def _load(path: Path) -> dict:
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a latticegym checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path} was refused: it holds Python objects other than tensors and plain data, which latticegym never writes ({_first_line(exc)})") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or another format): {_first_line(exc)}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a latticegym checkpoint (a dict)")
+    return obj
+
+
+# Checkpoints hold only what `weights_only=True` reads: tensors, numbers, strings and containers.
+# `to_plain` turns the few richer objects a run saves into those, and `from_plain` turns them back,
+# rebuilding only dataclasses that have opted in with `@saveable`: an allow-list, not arbitrary code.
+_SAVEABLE: dict[str, type] = {}
+
+
+def saveable(cls: type) -> type:
+    """Class decorator: instances of this dataclass may be written to and rebuilt from a checkpoint."""
+    _SAVEABLE[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def to_plain(obj):
+    """`obj` with Structures, numpy arrays and `@saveable` dataclasses turned into plain data."""
+    if isinstance(obj, Structure):
+        return {"__structure__": json.dumps(obj.as_dict())}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            return {"__object_array__": [to_plain(x) for x in obj.tolist()]}
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj).copy())}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        if name not in _SAVEABLE:
+            raise TypeError(f"{name} is not marked @saveable, so it cannot go into a checkpoint")
+        return {"__dataclass__": name, "fields": {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}  # a Counter becomes a plain dict
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(x) for x in obj) if type(obj) in (list, tuple) else [to_plain(x) for x in obj]
+    return obj
+
+
+def from_plain(obj):
+    """The inverse of `to_plain`."""
+    if isinstance(obj, dict):
+        if "__structure__" in obj:
+            return Structure.from_dict(json.loads(obj["__structure__"]))
+        if "__ndarray__" in obj:
+            return obj["__ndarray__"].numpy()
+        if "__object_array__" in obj:
+            items = [from_plain(x) for x in obj["__object_array__"]]
+            out = np.empty(len(items), dtype=object)
+            out[:] = items
+            return out
+        if "__dataclass__" in obj:
+            cls = _SAVEABLE.get(obj["__dataclass__"])
+            if cls is None:
+                raise CheckpointError(f"checkpoint names {obj['__dataclass__']}, which latticegym does not save")
+            return cls(**{k: from_plain(v) for k, v in obj["fields"].items()})
+        return {k: from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [from_plain(x) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(from_plain(x) for x in obj)
+    return obj
+
+
+def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or infinity."""
+    return [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run directory."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held for the life of the process that takes it.
+
+    The lock is an `flock` on `DIR/.lock`, which the kernel drops when the holder exits, even on
+    SIGKILL, so a killed run never leaves a stale lock. The file names the holder's pid and command.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._handle = None
+
+    def acquire(self) -> RunLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.folder / LOCK_NAME, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            handle.close()
+            raise RunLockedError(f"{self.folder} is in use by {holder}; wait for it to finish or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -79,6 +79,10 @@ class PropertySource(ABC):
     def compute(self, structures: Sequence[Structure]) -> Sequence[float]:
         """Raw values for a batch (NaN allowed)."""
 
+    def screen(self, structure: Structure) -> str:
+        """Why this source cannot evaluate `structure` at all ("" if it can); screened crystals never reach `compute`."""
+        return ""
+
     def state_dict(self) -> dict:
         """What a resumed run needs to continue exactly: the evaluation count (subclasses add caches)."""
         return {"evaluations": self.evaluations}
@@ -94,6 +98,15 @@ class PropertySource(ABC):
     def _evaluate(self, structures: list[Structure]) -> PropertyValues:
         if not structures:
             return PropertyValues(np.zeros(0), [])
+        screened = [self.screen(s) for s in structures]
+        if any(screened):
+            keep = [i for i, why in enumerate(screened) if not why]
+            inner = self._evaluate([structures[i] for i in keep])
+            values, reasons = np.full(len(structures), np.nan), [f"{self.name}: {why}" for why in screened]
+            values[keep] = inner.values
+            for j, i in enumerate(keep):
+                reasons[i] = inner.reasons[j]
+            return PropertyValues(values, reasons)
         try:
             values = np.asarray(self.compute(structures), dtype=float)
         except Exception as exc:

@@ -19,14 +19,17 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 MAX_ABS_ENERGY_PER_ATOM = 50.0  # eV/atom; beyond this the model has left its training domain
 MAX_FORCE = 1000.0  # eV/Å
+CHGNET_MAX_Z = 94  # CHGNet's atom embedding covers H..Pu
 
 
 @dataclass
 class SinglePoint:
+    """What `MLIP.predict` computed; fields its `task` did not ask for are None."""
+
     energy_per_atom: float  # eV/atom
-    forces: np.ndarray  # (N, 3) eV/Å
-    stress: np.ndarray  # (3, 3) GPa
-    magmoms: np.ndarray | None  # (N,) μB, where the model predicts them
+    forces: np.ndarray | None = None  # (N, 3) eV/Å
+    stress: np.ndarray | None = None  # (3, 3) GPa
+    magmoms: np.ndarray | None = None  # (N,) μB, where the model predicts them
 
 
 @dataclass
@@ -58,10 +61,12 @@ def _matgl_potential(name_or_path: str):
 class MLIP:
     """One potential, loaded once per process and shared by every property source that asks for the same one."""
 
-    def __init__(self, model: str = "chgnet", device: str = "cpu", batch_size: int = 32):
+    def __init__(self, model: str = "chgnet", device: str = "cpu", batch_size: int = 16):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_name = model
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # crystals per model call: bounds the memory of neighbour graphs and autograd
 
     @property
     def is_chgnet(self) -> bool:
@@ -77,22 +82,49 @@ class MLIP:
         # ASE's cell filters expect stress in eV/Å^3, not matgl's default GPa.
         return PESCalculator(_matgl_potential(self.model_name), stress_unit="eV/A3")
 
-    def predict(self, structures: Sequence[Structure]) -> list[SinglePoint]:
-        """Energies, forces, stresses (and CHGNet magmoms) for a batch; raises MLIPError on nonsense."""
-        structures = list(structures)
-        with torch.enable_grad():  # forces and stresses are autograd derivatives, whatever the caller's grad mode
-            return self._predict(structures)
-
-    def _predict(self, structures: list[Structure]) -> list[SinglePoint]:
+    def check_elements(self, structure: Structure) -> None:
+        """Raise MLIPError if the model cannot represent an element of `structure`."""
         if self.is_chgnet:
-            raw = _chgnet(self.device).predict_structure(structures, task="efsm", batch_size=self.batch_size)
-            raw = [raw] if isinstance(raw, dict) else raw
-            points = [SinglePoint(float(r["e"]), np.asarray(r["f"]), _voigt_or_matrix(r["s"]), np.asarray(r["m"])) for r in raw]
-        else:
-            points = [self._ase_single_point(s) for s in structures]
+            beyond = sorted({el.symbol for el in structure.composition.elements if el.Z > CHGNET_MAX_Z})
+            if beyond:
+                raise MLIPError(f"CHGNet does not cover {', '.join(beyond)} (it knows elements up to Z = {CHGNET_MAX_Z}, Pu)")
+
+    def predict(self, structures: Sequence[Structure], task: str = "e") -> list[SinglePoint]:
+        """Single points for a batch, computing only what `task` names: "e" energy, "m" CHGNet magmoms,
+        "f" forces, "s" stress (e.g. "em", "efsm"). Raises MLIPError on nonsense.
+
+        Crystals go through the model `batch_size` at a time, and autograd runs only when forces or
+        stresses are asked for, so the memory of one call does not grow with the batch.
+        """
+        if not set(task) <= set("efsm") or "e" not in task:
+            raise ValueError(f"task must contain 'e' and only letters of 'efsm', got {task!r}")
+        structures = list(structures)
+        for s in structures:
+            self.check_elements(s)
+        points: list[SinglePoint] = []
+        # Forces and stresses are autograd derivatives, whatever the caller's grad mode; an ASE
+        # calculator (matgl) always computes them.
+        with torch.set_grad_enabled("f" in task or "s" in task or not self.is_chgnet):
+            for start in range(0, len(structures), self.batch_size):
+                points += self._predict(structures[start : start + self.batch_size], task)
         for s, p in zip(structures, points):
             _check(p, s)
         return points
+
+    def _predict(self, structures: list[Structure], task: str) -> list[SinglePoint]:
+        if not self.is_chgnet:
+            return [self._ase_single_point(s) for s in structures]
+        raw = _chgnet(self.device).predict_structure(structures, task=task, batch_size=self.batch_size)
+        raw = [raw] if isinstance(raw, dict) else raw
+        return [
+            SinglePoint(
+                float(r["e"]),
+                np.asarray(r["f"]) if "f" in task else None,
+                _voigt_or_matrix(r["s"]) if "s" in task else None,
+                np.asarray(r["m"]) if "m" in task else None,
+            )
+            for r in raw
+        ]
 
     def _ase_single_point(self, structure: Structure) -> SinglePoint:
         atoms = AseAtomsAdaptor.get_atoms(structure)
@@ -106,6 +138,7 @@ class MLIP:
         from ase.filters import FrechetCellFilter
         from ase.optimize import FIRE
 
+        self.check_elements(structure)
         atoms = AseAtomsAdaptor.get_atoms(structure)
         atoms.calc = self.calculator()
         target = FrechetCellFilter(atoms) if relax_cell else atoms
@@ -143,5 +176,5 @@ def _check(point: SinglePoint, structure: Structure) -> None:
     formula = structure.composition.reduced_formula
     if not np.isfinite(point.energy_per_atom) or abs(point.energy_per_atom) > MAX_ABS_ENERGY_PER_ATOM:
         raise MLIPError(f"{formula}: energy {point.energy_per_atom} eV/atom is not physical")
-    if not np.all(np.isfinite(point.forces)) or np.abs(point.forces).max(initial=0.0) > MAX_FORCE:
+    if point.forces is not None and (not np.all(np.isfinite(point.forces)) or np.abs(point.forces).max(initial=0.0) > MAX_FORCE):
         raise MLIPError(f"{formula}: forces are not finite or exceed {MAX_FORCE:g} eV/Å")

@@ -10,6 +10,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from .base import PropertySource
+from .mlip import MLIP, MLIPError
 
 
 @functools.cache
@@ -56,12 +57,17 @@ class MLIPSource(PropertySource):
 
     def __init__(self, mlip=None, relax: bool = False, fmax: float = 0.1, steps: int = 200, timeout_s: float = 120.0):
         super().__init__()
-        from .mlip import MLIP
-
         self.mlip = mlip or MLIP()
         self.relax = relax
         self.relax_kwargs = {"fmax": fmax, "steps": steps, "timeout_s": timeout_s}
         self.cost = "mlip_relaxation" if relax else "mlip_single_point"
+
+    def screen(self, structure: Structure) -> str:
+        try:
+            self.mlip.check_elements(structure)
+        except MLIPError as exc:
+            return str(exc)
+        return ""
 
     def prepared(self, structures: Sequence[Structure]) -> list[Structure]:
         """The structures to evaluate: relaxed ones when `relax` is set."""
@@ -135,7 +141,7 @@ class MagneticDensity(MLIPSource):
 
     def compute(self, structures):
         prepared = self.prepared(structures)
-        points = self.mlip.predict(prepared)
+        points = self.mlip.predict(prepared, task="em")
         if any(p.magmoms is None for p in points):
             raise ValueError(f"{self.mlip.model_name} predicts no magnetic moments; use CHGNet")
         return [float(np.abs(p.magmoms).sum() / s.volume) for s, p in zip(prepared, points)]

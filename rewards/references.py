@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -19,6 +21,8 @@ import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
 from .mlip import MLIP, MLIPError
+
+log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).parent / "data"
 MOLECULAR = {"H", "N", "O", "F", "Cl", "Br", "I"}
@@ -92,7 +96,9 @@ def elemental_references(elements: Iterable[str], mlip: MLIP | None = None) -> d
     missing = [e for e in elements if e not in known]
     if missing:
         for symbol in missing:
+            start = time.perf_counter()
             known[symbol] = compute_reference(symbol, mlip)
+            log.warning("%s: no shipped %s reference energy; computed it once (%.0f s), cached in %s", symbol, mlip.model_name, time.perf_counter() - start, cached)
         cached.parent.mkdir(parents=True, exist_ok=True)
         previous = json.loads(cached.read_text()) if cached.exists() else {}
         cached.write_text(json.dumps({**previous, **{s: known[s] for s in missing}}, indent=1, sort_keys=True))

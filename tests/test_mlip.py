@@ -25,7 +25,7 @@ def mlip():
 
 
 def test_single_points_are_batched_and_physical(mlip):
-    points = mlip.predict([perovskite(), diamond(), rocksalt()])
+    points = mlip.predict([perovskite(), diamond(), rocksalt()], task="efsm")
     assert len(points) == 3
     assert -10 < points[0].energy_per_atom < -5
     assert points[1].energy_per_atom == pytest.approx(-9.06, abs=0.05)
@@ -95,7 +95,7 @@ def test_any_matgl_potential_loads_from_a_local_path(tmp_path):
     torch.manual_seed(0)
     Potential(model=M3GNet(element_types=("Sr", "Ti", "O"), nblocks=1, units=16, is_intensive=False)).save(tmp_path / "pot")
     mlip = MLIP(str(tmp_path / "pot"))
-    point = mlip.predict([perovskite()])[0]
+    point = mlip.predict([perovskite()], task="efsm")[0]
     assert np.isfinite(point.energy_per_atom) and point.forces.shape == (5, 3) and point.magmoms is None
     relaxed = mlip.relax(perovskite(), steps=3)
     assert relaxed.steps >= 1 and np.isfinite(relaxed.energy_per_atom)
@@ -108,6 +108,40 @@ def test_mlip_works_inside_a_caller_no_grad_block(mlip):
     import torch
 
     with torch.no_grad():
-        point = mlip.predict([perovskite()])[0]
+        point = mlip.predict([perovskite()], task="efsm")[0]
         relaxed = mlip.relax(perovskite(), steps=3)
     assert np.isfinite(point.forces).all() and np.isfinite(relaxed.energy_per_atom)
+
+
+def test_energy_only_skips_forces_and_autograd_and_matches_the_full_call(mlip):
+    import torch
+
+    structures = [perovskite(), diamond(), rocksalt()]
+    full = mlip.predict(structures, task="efsm")
+    small = MLIP(batch_size=2)  # chunked: two model calls
+    energy = small.predict(structures)
+    assert all(p.forces is None and p.stress is None and p.magmoms is None for p in energy)
+    np.testing.assert_allclose([p.energy_per_atom for p in energy], [p.energy_per_atom for p in full], rtol=1e-5)
+    with torch.no_grad():
+        small.predict(structures, task="efsm")
+        assert not torch.is_grad_enabled()  # the call restores the caller's grad mode
+    with pytest.raises(ValueError, match="task must"):
+        mlip.predict(structures, task="fs")
+
+
+def test_elements_chgnet_does_not_cover_are_named(mlip):
+    from pymatgen.core import Lattice, Structure
+
+    oganesson = Structure(Lattice.cubic(4.0), ["Og", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(MLIPError, match="CHGNet does not cover Og"):
+        mlip.predict([oganesson])
+    result = FormationEnergy(mlip)([perovskite(), oganesson])
+    assert result.reasons[0] == "" and "CHGNet does not cover Og" in result.reasons[1]
+
+
+def test_a_formation_energy_call_on_256_real_perovskites_stays_under_3_gb(perov_path):
+    from latticegym.benchmarks.reward_cost import measure
+
+    figures = measure("PerovskiteFormationEnergy", 256, str(perov_path.parent))
+    assert figures.get("ok", 0) > 0.9, figures
+    assert figures["peak_mb"] < 3000, figures

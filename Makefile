@@ -19,7 +19,7 @@ PEROV := $(DATA)/perov_5_val.csv.gz
 # Novelty against the prior's training split when the shared file is here.
 DEMO_REFERENCE := $(if $(wildcard $(PEROV)),--reference $(PEROV),)
 
-.PHONY: install test demo clean
+.PHONY: install test demo docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: install
 	rm -rf $(DEMO_OUT)
 	$(BIN)/latticegym train --env LatticeGym/PerovskiteLowHHI-v0 --agent ppo --iterations $(DEMO_ITERATIONS) \
 		--batch-size 64 --steps 100 --seed 0 --out $(DEMO_OUT) --evaluate $(DEMO_EVALUATE) $(DEMO_REFERENCE)
+
+docs: install
+	mkdir -p build/apidocs && ln -sfn ../.. build/apidocs/latticegym
+	$(BIN)/mkdocs build --strict
+	@echo "API reference: build/site/index.html"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs/demo

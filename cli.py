@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+from . import DEFAULT_THREADS, quiet_libraries, set_threads
+
 DEFAULT_DATA = Path("../shared/data")
 DATASET_HINTS = {"perov": "perov_5", "carbon": "carbon_24", "mpts": "mpts_52", "mp_20": "mp_20", "mp20": "mp_20"}
 
@@ -172,8 +174,11 @@ def cmd_train(args) -> int:
         ray_address=args.ray_address,
         rollout_workers=args.rollout_workers,
     )
+    print(f"{cfg.agent} on {cfg.env_id}: {cfg.iterations} iterations of {cfg.batch_size} crystals, T = {cfg.steps}; run directory {cfg.out}", file=sys.stderr)
+    if not cfg.novelty_reference:
+        print("novelty will be logged as nan: pass --reference with a CSV of known crystals (e.g. the prior's training file) to compute it", file=sys.stderr)
     trainer = Trainer(cfg)
-    before = evaluate_policy(trainer.prior, args.env, args.evaluate) if args.evaluate and not args.resume else None
+    before = evaluate_policy(trainer.prior, cfg.env_id, args.evaluate, label="prior") if args.evaluate and not args.resume else None
     try:
         out = trainer.run(resume=args.resume)
     except KeyboardInterrupt:
@@ -183,7 +188,7 @@ def cmd_train(args) -> int:
     print(f"logs: {out / 'metrics.csv'}, {out / 'tensorboard'}; best crystals: {out / 'best.csv'}; every crystal: {out / 'evaluated.csv'}")
     print(f"fine-tuned policy: {out / 'policy.pt'} (latticegym sample --prior {out / 'policy.pt'} ...)")
     if args.evaluate:
-        after = evaluate_policy(trainer.policy, args.env, args.evaluate)
+        after = evaluate_policy(trainer.policy, cfg.env_id, args.evaluate, label="fine-tuned policy")
         rows = [("prior", before)] if before else []
         rows.append(("fine-tuned", after))
         print(f"{args.evaluate} fresh samples each, task reward without diversity filter:")
@@ -210,48 +215,73 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _device(text: str) -> str:
+    """An argparse type: a torch device that exists on this machine."""
+    import torch
+
+    available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())] + (["mps"] if torch.backends.mps.is_available() else [])
+    name = text.strip().lower()
+    known = name == "cpu" or name == "mps" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())
+    exists = name in available or (name == "cuda" and torch.cuda.is_available())
+    if not known or not exists:
+        why = "is not a torch device" if not known else "is not available on this machine"
+        raise argparse.ArgumentTypeError(f"{text!r} {why}; devices here: {', '.join(available)}")
+    return name
+
+
+def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
+    if device:
+        p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--threads", type=POSITIVE, default=DEFAULT_THREADS, help="torch intra-op threads (default: %(default)s; more rarely helps these small models and collapses on a busy machine)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show library messages (model loading, reference energies)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="latticegym", description="Crystal generation as reinforcement learning.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"latticegym {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("evaluate", help="CDVAE/DiffCSP generation metrics of a CSV of crystals")
-    p.add_argument("--samples", required=True, help="CSV with a cif column (CDVAE format)")
+    p.add_argument("--samples", required=True, help="CSV with a cif column (CDVAE format), e.g. from `latticegym sample`")
     p.add_argument("--reference", required=True, help="reference CSV(.gz), or a dataset name (its test split), for coverage and Wasserstein distances")
-    p.add_argument("--train", help="training CSV(.gz), or a dataset name (its train split), for novelty")
-    p.add_argument("--reference-split", choices=["train", "val", "test"], help="use this split of the --reference file, split as pretraining splits it")
-    p.add_argument("--train-split", choices=["train", "val", "test"], help="use this split of --train")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--dataset", choices=["perov_5", "carbon_24", "mp_20", "mpts_52"], help="COV cutoffs (default: from file names)")
+    p.add_argument("--train", help="training CSV(.gz), or a dataset name (its train split), for novelty (without it novelty is not computed)")
+    p.add_argument("--reference-split", choices=["train", "val", "test"], help="use this split of the --reference file, split as pretraining splits it (default: the whole file)")
+    p.add_argument("--train-split", choices=["train", "val", "test"], help="use this split of --train (default: the whole file)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of those splits (default: %(default)s, pretraining's)")
+    p.add_argument("--dataset", choices=["perov_5", "carbon_24", "mp_20", "mpts_52"], help="COV cutoffs (default: guessed from the file names)")
     p.add_argument("--workers", type=POSITIVE, help="processes for fingerprints (default: all cores)")
-    p.add_argument("--out", help="write the metrics as JSON here")
+    p.add_argument("--out", help="also write the metrics as JSON here")
+    _common(p, device=False)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("pretrain", help="train a crystal diffusion prior on a CDVAE-format CSV")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=POSITIVE, default=1000, help="may be raised on --resume (the cosine LR schedule then stretches)")
+    p.add_argument("--data", required=True, help="CDVAE-format CSV(.gz); 80/10/10 split by --split-seed, trained on the 80%%")
+    p.add_argument("--out", required=True, help="run directory: prior.pt (EMA weights), last.pt (resumable state), tensorboard/")
+    p.add_argument("--epochs", type=POSITIVE, default=1000, help="passes over the training split; may be raised on --resume, the cosine LR schedule then stretches (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=128, help="crystals per optimizer step (default: %(default)s)")
     p.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3, help="peak learning rate of the cosine schedule (default: %(default)s)")
     p.add_argument("--hidden", type=POSITIVE, default=128, help="denoiser width (default: %(default)s)")
     p.add_argument("--layers", type=POSITIVE, default=4, help="denoiser message-passing layers (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=POSITIVE, default=5, help="epochs between checkpoints")
-    p.add_argument("--name", help="prior name recorded in the checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--minutes", type=NON_NEGATIVE_FLOAT, default=0.0, help="wall-clock budget: fit --epochs to it from the first epoch's speed (default: off)")
-    p.add_argument("--init", help="start from this prior's weights (same data and network shape), e.g. a shipped prior")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the noise (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=POSITIVE, default=5, help="epochs between checkpoints (default: %(default)s)")
+    p.add_argument("--name", help="prior name recorded in the checkpoint (default: from the data file's name)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
+    p.add_argument("--minutes", type=NON_NEGATIVE_FLOAT, default=0.0, help="wall-clock budget: fit --epochs to it from the first epochs' speed (default: off)")
+    p.add_argument("--init", help="start from this prior's weights (same data and network shape), e.g. a shipped prior's name")
+    _common(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("sample", help="sample crystals from a prior into a CDVAE-format CSV")
-    p.add_argument("--prior", required=True, help="shipped prior name (perov_5, carbon_24) or checkpoint path")
+    p.add_argument("--prior", required=True, help="shipped prior name (perov_5, carbon_24), a policy/prior .pt file, or a run directory (its policy.pt)")
     p.add_argument("--num", type=POSITIVE, required=True, help="how many crystals")
     p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=256, help="crystals denoised at once (default: %(default)s)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="CSV file to write (cif column)")
+    _common(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("envs", help="list the registered environments")
@@ -259,31 +289,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
     p.add_argument("--env", required=True, help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`)")
-    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce"], default="ppo")
+    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce"], default="ppo", help="RL algorithm (default: %(default)s)")
     p.add_argument("--iterations", type=POSITIVE, default=30, help="RL iterations, one batch each (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=64, help="crystals sampled per iteration (default: %(default)s)")
     p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling and updates (default: %(default)s)")
     p.add_argument("--out", required=True, help="run directory: metrics.csv, tensorboard/, best.csv, evaluated.csv, checkpoint.pt, policy.pt")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly (--iterations may be raised)")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"], help="also log to Weights & Biases (default mode: offline)")
-    p.add_argument("--reference", help="CSV(.gz) of known crystals for novelty; the prior's own file means its training split")
+    p.add_argument("--reference", help="CSV(.gz) of known crystals for novelty; the prior's own file means its training split (without it novelty is not computed)")
     p.add_argument("--diversity", choices=["default", "none", "composition", "structure"], default="default", help="diversity filter on the reward (default: the agent's recipe)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option, e.g. --set lr=1e-5 --set kl_coef=0.02")
-    p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address")
-    p.add_argument("--rollout-workers", type=NON_NEGATIVE, default=0, help="Ray actors that sample the batch in parallel, each with a copy of the policy")
-    p.add_argument("--evaluate", type=NON_NEGATIVE, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option, parsed with the option's type, e.g. --set lr=1e-5 --set kl_coef=0.02")
+    p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address (default: in this process)")
+    p.add_argument("--rollout-workers", type=NON_NEGATIVE, default=0, help="Ray actors that sample the batch in parallel, each with a copy of the policy (default: %(default)s)")
+    p.add_argument("--evaluate", type=NON_NEGATIVE, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after (default: %(default)s, off)")
+    _common(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="run a task suite for several agents and seeds; tables and plots (resumes an interrupted sweep)")
-    p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard")
-    p.add_argument("--agents", default="ppo,rwkl,reinforce", help="comma-separated")
+    p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard (default: %(default)s)")
+    p.add_argument("--agents", default="ppo,rwkl,reinforce", help="comma-separated (default: %(default)s)")
     p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per task and agent (default: %(default)s)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="sweep directory: runs/, results.csv, results.md, plots")
     p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address")
+    p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address (default: in this process)")
+    _common(p)
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -292,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     from .files import RunLockedError
 
     args = build_parser().parse_args(argv)
+    set_threads(getattr(args, "threads", DEFAULT_THREADS))
+    quiet_libraries(verbose=getattr(args, "verbose", False))
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -303,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         }.get(args.command, "")
         print(f"\nlatticegym {args.command}: interrupted{where}", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, OSError, RunLockedError, FloatingPointError) as exc:
+    except (ValueError, KeyError, OSError, ImportError, RunLockedError, FloatingPointError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"latticegym {args.command}: error: {text}", file=sys.stderr)
         return 1

@@ -17,6 +17,9 @@ from pymatgen.core import Composition, Element, Lattice, Structure
 from tqdm import tqdm
 
 MIN_DISTANCE = 0.5  # Å, CDVAE's structural-validity cutoff
+# Densest crystals in the shared data: 0.139 (perov_5) and 0.184 (carbon_24, at 10 GPa) atoms/Å^3;
+# anything above this bound (a 36% margin) is a crushed cell, not a solid.
+MAX_ATOMS_PER_A3 = 0.25
 MIN_VOLUME = 0.1  # Å^3
 MIN_SHAPE_FACTOR = 0.05  # V / (abc); a flat cell has 0, a cube 1
 MAX_LENGTH = 1000.0  # Å; longer lattice vectors mean the sampler exploded
@@ -59,6 +62,7 @@ class CrystalBatch:
 
     @classmethod
     def from_structures(cls, structures: Sequence[Structure], n_max: int | None = None) -> CrystalBatch:
+        """Pad `structures` to `n_max` atoms (default: the largest) into one batch."""
         sizes = [len(s) for s in structures]
         n_max = max(sizes, default=0) if n_max is None else n_max
         if sizes and max(sizes) > n_max:
@@ -78,11 +82,13 @@ class CrystalBatch:
         return cls(atom_types, frac, lattice, mask)
 
     def structure(self, i: int) -> Structure:
+        """Crystal `i` as a pymatgen Structure (padding dropped)."""
         m = self.mask[i]
         species = [Element.from_Z(int(z)) for z in self.atom_types[i, m]]
         return Structure(Lattice(self.lattice[i]), species, self.frac_coords[i, m])
 
     def to_structures(self) -> list[Structure]:
+        """Every crystal of the batch as a pymatgen Structure."""
         return [self.structure(i) for i in range(len(self))]
 
 
@@ -108,6 +114,7 @@ VALID = Validity(True)
 
 
 def lattice_validity(matrix: np.ndarray) -> Validity:
+    """Whether a 3x3 lattice (rows in Å) is usable: finite, non-degenerate, volume >= 0.1 Å^3, sane lengths and angles."""
     matrix = np.asarray(matrix, dtype=float)
     if matrix.shape != (3, 3):
         return Validity(False, f"lattice has shape {matrix.shape}, expected (3, 3)")
@@ -206,6 +213,7 @@ def structure_from_cif(cif: str) -> Structure:
 
 
 def structure_to_cif(structure: Structure) -> str:
+    """The CIF text of `structure` (CDVAE's `cif` column format)."""
     return structure.to(fmt="cif")
 
 
@@ -253,6 +261,7 @@ class MatchIndex:
         self.matcher = StructureMatcher()
 
     def contains(self, structures: Sequence[Structure], progress: bool = False) -> np.ndarray:
+        """For each structure, whether it matches (StructureMatcher) a known structure of the same formula."""
         reduced, keys = _match_keys(structures)
         found = [
             any(_fit(self.matcher, reduced[i], self.reduced[j]) for j in self.by_key[key])

@@ -51,17 +51,21 @@ class DatasetStats:
         return max(self.num_atoms)
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (atom counts keyed by strings)."""
         return {"elements": self.elements, "num_atoms": {str(k): v for k, v in self.num_atoms.items()}, "fingerprint": self.fingerprint}
 
     @classmethod
     def from_dict(cls, d: dict) -> DatasetStats:
+        """The inverse of `to_dict`."""
         return cls(list(d["elements"]), {int(k): int(v) for k, v in d["num_atoms"].items()}, d["fingerprint"])
 
     def save(self, path: str | Path) -> None:
+        """Write the stats as JSON to `path`."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> DatasetStats:
+        """Read stats written by `save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -79,6 +83,7 @@ class CrystalDataset:
         return len(self.structures)
 
     def subset(self, indices: Iterable[int]) -> CrystalDataset:
+        """The rows at `indices`, in that order, with their properties."""
         idx = list(indices)
         return CrystalDataset(
             [self.structures[i] for i in idx],
@@ -88,6 +93,7 @@ class CrystalDataset:
         )
 
     def stats(self) -> DatasetStats:
+        """Element vocabulary (atomic numbers), atoms-per-cell histogram and the CIFs' fingerprint."""
         elements = sorted({site.specie.Z for s in self.structures for site in s})
         counts = Counter(len(s) for s in self.structures)
         return DatasetStats(elements, dict(sorted(counts.items())), fingerprint(self.cifs))
@@ -104,6 +110,7 @@ class CrystalDataset:
 
 
 def fingerprint(cifs: Iterable[str]) -> str:
+    """SHA-256 over the CIF texts in order: identifies a dataset's content."""
     h = hashlib.sha256()
     for cif in cifs:
         h.update(cif.encode())
@@ -181,6 +188,7 @@ def write_csv(structures: Sequence[Structure], path: str | Path, properties: dic
 
 
 def cache_dir() -> Path:
+    """Where downloads, reference energies and fingerprints are cached: `$LATTICEGYM_CACHE` or `~/.cache/latticegym`."""
     return Path(os.environ.get("LATTICEGYM_CACHE", Path.home() / ".cache" / "latticegym"))
 
 

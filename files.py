@@ -186,6 +186,7 @@ class RunLock:
         self._handle = None
 
     def acquire(self) -> RunLock:
+        """Take the lock or raise RunLockedError naming the process that holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         handle = open(self.folder / LOCK_NAME, "a+")
         try:
@@ -203,6 +204,7 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Drop the lock (also dropped when the process exits)."""
         if self._handle is not None:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()

@@ -11,6 +11,13 @@ from .rollout import Rollout, Trajectories
 
 
 class Agent(Protocol):
+    """What the trainer needs of an agent: `update` on a rollout, and a state for exact resume.
+
+    `update(rollout, iteration)` returns the statistics to log (losses, KL, clip fraction...);
+    `default_diversity` is the reward-side diversity filter the agent's recipe expects (DiversityFilter
+    keyword arguments) or None.
+    """
+
     name: str
     # Reward-side diversity filter the agent's recipe expects (DiversityFilter kwargs), or None.
     default_diversity: dict | None
@@ -51,6 +58,7 @@ class StepGradients:
         self.norms: list[float] = []
 
     def add(self, loss: torch.Tensor) -> None:
+        """Backpropagate one sampled step's loss and clip its gradient before adding it to the total."""
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
         norm = torch.sqrt(sum((g**2).sum() for g in grads))

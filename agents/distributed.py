@@ -38,6 +38,7 @@ class _RolloutWorker:
 
 
 class RolloutWorkers:
+    """Ray actors that each sample a share of the batch with the learner's broadcast weights."""
     def __init__(self, prior: str, steps: int, batch_size: int, num_workers: int, num_gpus: float = 0.0):
         import ray
 
@@ -49,6 +50,7 @@ class RolloutWorkers:
         ray.get([w.ready.remote() for w in self.workers])  # placed: what CPUs are left is now known
 
     def collect(self, policy: DiffusionPolicy, seeds: list[int]) -> tuple[Trajectories, list]:
+        """Broadcast `policy`'s weights, sample one share per worker with `seeds`, and gather trajectories and crystals."""
         import ray
 
         weights = ray.put({k: v.detach().cpu() for k, v in policy.network.state_dict().items()})
@@ -57,6 +59,7 @@ class RolloutWorkers:
         return trajectories, [s for p in parts for s in p[1]]
 
     def close(self) -> None:
+        """Stop the actors."""
         import ray
 
         for w in self.workers:

@@ -57,7 +57,10 @@ class RunLog:
         self.wandb = None
         self.wandb_id = wandb_id
         if wandb_mode:
-            import wandb
+            try:
+                import wandb
+            except ImportError:
+                raise ImportError("--wandb needs Weights & Biases: pip install 'latticegym[wandb]'") from None
 
             self.wandb = wandb.init(
                 project="latticegym", dir=str(out), mode=wandb_mode, config=config, id=wandb_id, resume="allow", name=out.name, reinit="finish_previous"
@@ -65,6 +68,7 @@ class RunLog:
             self.wandb_id = self.wandb.id
 
     def log(self, iteration: int, metrics: dict[str, float], histograms: dict[str, np.ndarray]) -> None:
+        """Write one iteration: a metrics.csv row, TensorBoard scalars and histograms, and W&B when enabled."""
         append_csv(self.metrics_path, [{"iteration": iteration, **metrics}])
         for name, value in metrics.items():
             if value is not None and math.isfinite(value):
@@ -83,6 +87,7 @@ class RunLog:
             self.wandb.log(payload, step=iteration)
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer and the W&B run."""
         self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()

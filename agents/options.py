@@ -56,6 +56,7 @@ def parse_option(config_cls: type, key: str, value, owner: str = ""):
 
 
 def parse_options(config_cls: type, options: dict, owner: str = "") -> dict:
+    """`parse_option` for every key of `options`."""
     return {k: parse_option(config_cls, k, v, owner) for k, v in options.items()}
 
 

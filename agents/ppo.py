@@ -28,6 +28,24 @@ from .rollout import Rollout, Trajectories
 
 @dataclass
 class PPOConfig:
+    """PPO over denoising steps.
+
+    Attributes:
+        lr: Adam learning rate, kept across iterations.
+        epochs: passes over each batch.
+        minibatch_size: trajectories per minibatch.
+        step_fraction: share of the T steps drawn afresh per minibatch; in (0, 1].
+        clip_range: clip on the ratio of joint step densities.
+        kl_coef: weight of the per-step KL to the prior (nats).
+        target_kl: trajectory KL the coefficient tracks (doubling/halving); None keeps it fixed.
+        max_grad_norm: gradient clip per sampled step.
+        advantage_groups: "batch", or "num_atoms" to normalise among crystals of one size.
+        replay_capacity: trajectories kept in replay (0 disables it).
+        replay_mix: fraction of each update's trajectories drawn from replay; in [0, 1).
+        replay_top_k: best trajectories of each batch offered to replay.
+        replay_dedup: replay key, "composition" or "structure".
+    """
+
     lr: float = 3e-4
     epochs: int = 2  # passes over each batch
     minibatch_size: int = 16  # trajectories
@@ -48,6 +66,20 @@ class PPOConfig:
 
 
 class PPO:
+    """DDPO-style PPO on the reverse-diffusion MDP with a closed-form per-step KL penalty to the prior.
+
+    Each update normalises per-trajectory advantages, then for `epochs` passes over minibatches draws a
+    random subset of steps, and minimises the clipped surrogate on the ratio of joint step densities
+    plus `kl_coef` times the per-step KL. Replayed trajectories keep their behaviour log-probs, so the
+    ratio is their importance weight.
+
+    Args:
+        policy: the policy being fine-tuned.
+        prior: its frozen pretrained copy (the KL reference).
+        config: settings (default `PPOConfig()`).
+        seed: seed of the agent's own random draws.
+    """
+
     name = "ppo"
     default_diversity: dict | None = None
 

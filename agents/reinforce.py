@@ -19,6 +19,15 @@ from .rollout import Rollout
 
 @dataclass
 class REINFORCEConfig:
+    """REINFORCE settings.
+
+    Attributes:
+        lr: Adam learning rate.
+        step_fraction: share of the T steps in each update; in (0, 1].
+        kl_coef: weight of the per-step KL to the prior.
+        max_grad_norm: gradient clip per sampled step.
+    """
+
     lr: float = 3e-4
     step_fraction: float = 0.2
     kl_coef: float = 0.01
@@ -29,6 +38,15 @@ class REINFORCEConfig:
 
 
 class REINFORCE:
+    """One policy-gradient step per batch on (R - mean R) times the trajectory log-prob, with the KL penalty.
+
+    Args:
+        policy: the policy being fine-tuned.
+        prior: its frozen pretrained copy.
+        config: settings (default `REINFORCEConfig()`).
+        seed: seed of the agent's own random draws.
+    """
+
     name = "reinforce"
     default_diversity: dict | None = None
 

@@ -17,6 +17,7 @@ from .rollout import Trajectories
 
 
 class Replay:
+    """The best distinct trajectories so far, at most `capacity`, one per key (`dedup`: "composition" or "structure")."""
     def __init__(self, capacity: int = 64, dedup: str = "composition"):
         if capacity < 1:
             raise ValueError(f"replay capacity must be >= 1, got {capacity}")
@@ -51,6 +52,7 @@ class Replay:
         self.buffer = self.buffer.index(keep) if keep else None
 
     def sample(self, n: int, generator: torch.Generator) -> Trajectories | None:
+        """`n` stored trajectories drawn without replacement (None when empty or `n` <= 0)."""
         if self.buffer is None or n <= 0:
             return None
         n = min(n, len(self.buffer))

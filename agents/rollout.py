@@ -49,6 +49,7 @@ class Trajectories:
         return self.state(0)
 
     def index(self, idx) -> Trajectories:
+        """The trajectories at `idx` (a list or tensor of positions), with their extras."""
         idx = torch.as_tensor(idx, dtype=torch.long)
         on_steps = lambda x: x[:, idx]  # noqa: E731
         return Trajectories(
@@ -63,6 +64,7 @@ class Trajectories:
 
     @staticmethod
     def cat(parts: list[Trajectories]) -> Trajectories:
+        """Concatenate batches of trajectories of the same T and padding."""
         parts = [p for p in parts if len(p)]
         stepped = {"types", "frac", "lattice", "log_probs"}
         out = {}
@@ -75,6 +77,7 @@ class Trajectories:
         return Trajectories(**out)
 
     def to(self, device) -> Trajectories:
+        """A copy on `device`."""
         moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "extra"}
         return Trajectories(**moved, extra=dict(self.extra))
 

@@ -28,6 +28,18 @@ from .rollout import Rollout, Trajectories
 
 @dataclass
 class RWKLConfig:
+    """MatInvent-style reward-weighted KL fine-tuning settings.
+
+    Attributes:
+        lr: Adam learning rate (a fresh Adam each iteration).
+        topk_ratio: fraction of each batch, best first, that the update trains on; in (0, 1].
+        epochs: passes over the selected crystals per iteration.
+        noise_draws: re-noisings of the selected crystals per epoch, one optimizer step each.
+        sigma: weight of the regulariser towards the prior's outputs.
+        replay_capacity: composition-keyed replay size (0 disables replay).
+        replay_sample: replayed crystals added to each update.
+    """
+
     lr: float = 1e-4
     topk_ratio: float = 0.5
     epochs: int = 1
@@ -41,6 +53,15 @@ class RWKLConfig:
 
 
 class RewardWeightedKL:
+    """MatInvent's update: a reward-weighted denoising loss on the top crystals, regularised towards the prior.
+
+    Args:
+        policy: the policy being fine-tuned.
+        prior: its frozen pretrained copy.
+        config: settings (default `RWKLConfig()`).
+        seed: seed of the agent's own random draws.
+    """
+
     name = "rwkl"
     default_diversity: dict | None = {"mode": "composition", "count_self": True}
 

@@ -20,13 +20,22 @@ Limits:
 from __future__ import annotations
 
 import torch
-from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
+try:
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+except ImportError:
+    raise ImportError("the Stable-Baselines3 adapter needs it: pip install 'latticegym[sb3]'") from None
 
 from ..envs.denoising import ACTION_FIELDS
 from ..policies import DiffusionPolicy, DiffusionState, load_prior
 
 
 class DiffusionActorCriticPolicy(MultiInputActorCriticPolicy):
+    """A Stable-Baselines3 actor-critic whose action distribution is the diffusion policy's reverse step.
+
+    Use with `envs.wrappers.FlattenAction`, `gamma=1`, `gae_lambda=1` and `ent_coef=0`; the value
+    head is SB3's MLP on the flattened observation. The prior's weights are loaded as the actor.
+    """
     def __init__(self, observation_space, action_space, lr_schedule, prior: str = "perov_5", **kwargs):
         kwargs.setdefault("ortho_init", False)  # would re-initialise the pretrained weights otherwise
         self.prior_name = prior
@@ -70,6 +79,7 @@ class DiffusionActorCriticPolicy(MultiInputActorCriticPolicy):
         return actions, self.predict_values(obs), log_prob
 
     def evaluate_actions(self, obs, actions):
+        """Values, exact log-probs of the flat actions under the reverse step, and entropy None (fixed std)."""
         state, k = self._state_and_step(obs)
         log_prob = self.diffusion.step_distribution(state, k).log_prob(self._unflat(actions, state.mask))
         return self.predict_values(obs), log_prob, None
@@ -78,4 +88,5 @@ class DiffusionActorCriticPolicy(MultiInputActorCriticPolicy):
         return self._act(observation, deterministic)[0]
 
     def get_distribution(self, obs):
+        """Not available: SB3's distributions cannot hold a wrapped Gaussian; raises NotImplementedError."""
         raise NotImplementedError("the diffusion step is a wrapped Gaussian SB3 cannot represent; use self.diffusion.step_distribution")

@@ -45,6 +45,28 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass
 class TrainConfig:
+    """One training run.
+
+    Attributes:
+        env_id: a registered task id (a bare task name is accepted).
+        agent: "ppo", "rwkl" or "reinforce".
+        iterations: RL iterations, one batch each.
+        batch_size: crystals sampled per iteration.
+        steps: reverse-diffusion steps T.
+        seed: seed of sampling and updates.
+        out: run directory.
+        device: torch device.
+        wandb: "offline" or "online" to also log to Weights & Biases.
+        novelty_reference: CSV of known crystals for novelty; the prior's own file means its training split.
+        diversity: "default" (the agent's recipe), "none", "composition" or "structure".
+        agent_options: fields of the agent's config dataclass, parsed with their types.
+        kl_crystals: trajectories whose all-step KL to the prior is logged each iteration.
+        best_size: distinct crystals kept in best.csv.
+        ray_address: evaluate costly properties on Ray actors ("local", "auto" or an address).
+        ray_workers: actors per costly property source (default: one per CPU).
+        rollout_workers: Ray actors sampling the batch in parallel (0: in this process).
+    """
+
     env_id: str
     agent: str = "ppo"
     iterations: int = 30
@@ -64,12 +86,15 @@ class TrainConfig:
     rollout_workers: int = 0  # Ray actors sampling the batch in parallel (0: sample in this process)
 
     def __post_init__(self):
+        if not self.env_id.endswith("Custom-v0"):
+            self.env_id = get_task(self.env_id).env_id  # accepts a bare task name too
         check_ranges(self, at_least_one=("iterations", "batch_size", "steps", "best_size"), non_negative=("kl_crystals", "rollout_workers"))
         if self.ray_workers is not None:
             check_ranges(self, at_least_one=("ray_workers",))
 
 
 def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, options: dict | None = None, seed: int = 0) -> Agent:
+    """Build agent `name` ("ppo", "rwkl", "reinforce") with `options` parsed by its config's field types."""
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
     cls, config_cls = AGENTS[name]
@@ -103,6 +128,12 @@ def _with_diversity(reward, mode: str, default: dict | None):
 
 
 class Trainer:
+    """The training loop of `latticegym train`: roll out, score, update, log and checkpoint, resumably.
+
+    Args:
+        cfg: the run's settings; the task's prior is loaded, copied as the frozen KL reference, and the
+            task's reward gets the diversity filter `cfg.diversity` asks for.
+    """
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -143,6 +174,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, wandb_id: str | None) -> None:
+        """Write checkpoint.pt atomically (the previous one kept as checkpoint.pt.prev)."""
         state = {
             "iteration": self.iteration,
             "config": asdict(self.cfg),
@@ -158,6 +190,7 @@ class Trainer:
         atomic_save(to_plain(state), self.out / CHECKPOINT, keep_previous=True)
 
     def load(self) -> str | None:
+        """Restore the state of OUT/checkpoint.pt (or its .prev if it is corrupt); returns the W&B run id."""
         path = self.out / CHECKPOINT
         if not path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
@@ -299,12 +332,21 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate_policy(policy: DiffusionPolicy, env_id: str, num: int = 256, seed: int = 12345, batch_size: int = 64) -> dict[str, float]:
-    """Success rate, mean reward and uniqueness of `num` fresh samples under the task's plain reward."""
+def evaluate_policy(policy: DiffusionPolicy, env_id: str, num: int = 256, seed: int = 12345, batch_size: int = 64, label: str = "") -> dict[str, float]:
+    """Success rate, mean reward and uniqueness of `num` fresh samples under the task's plain reward.
+
+    Args:
+        policy: the policy to sample (its own T).
+        env_id: a registered task id; its reward scores the samples, without a diversity filter.
+        num: how many crystals.
+        seed: sampling seed, the same for every policy compared.
+        batch_size: crystals per vector-env batch.
+        label: when given, a progress bar names what is being scored.
+    """
     env = gym.make_vec(env_id, num_envs=batch_size, vectorization_mode="vector_entry_point", prior=policy, num_steps=policy.num_steps).unwrapped
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     success, rewards, structures = [], [], []
-    for b in range(-(-num // batch_size)):
+    for b in tqdm(range(-(-num // batch_size)), desc=f"scoring {num} fresh samples of the {label}", unit="batch", disable=not label):
         rollout = collect(env, policy, generator, seed=seed + b)
         success.append(rollout.success)
         rewards.append(rollout.result.values)

@@ -9,12 +9,13 @@
   the unique valid samples that match no training structure). These two are not in the CDVAE table;
   they follow the usual MatterGen-style definitions.
 
-A leaf over crystal.py: the trainer imports it.
+A leaf over crystal.py and datasets.py: the trainer imports it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import warnings
@@ -29,6 +30,7 @@ from scipy.stats import wasserstein_distance
 from tqdm import tqdm
 
 from ..crystal import compositional_validity, lattice_validity, novel_mask, structural_validity, unique_indices
+from ..datasets import cache_dir
 
 # (structure cutoff, composition cutoff), from CDVAE's COV_Cutoffs
 COV_CUTOFFS = {
@@ -91,6 +93,39 @@ def fingerprints(structures: Sequence[Structure], workers: int | None = None, pr
     return struct, comp
 
 
+FINGERPRINT_VERSION = 1  # bump when `_fingerprint_one` or the scaling changes: old cache entries then miss
+
+
+def _content_key(structures: Sequence[Structure]) -> str:
+    """A hash of the crystals themselves (lattice, species, coordinates) and of the fingerprint code's version."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256(f"v{FINGERPRINT_VERSION} matminer {version('matminer')} n={len(structures)}".encode())
+    for s in structures:
+        h.update(np.asarray(s.lattice.matrix, dtype=np.float64).tobytes())
+        h.update(np.asarray(s.atomic_numbers, dtype=np.int64).tobytes())
+        h.update(np.asarray(s.frac_coords, dtype=np.float64).tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_fingerprints(structures: Sequence[Structure], workers: int | None = None, progress: bool = False):
+    """`fingerprints`, kept on disk under the cache folder, keyed by `_content_key`: a reference set
+    is fingerprinted once, not at every `evaluate`."""
+    path = cache_dir() / "fingerprints" / f"{_content_key(structures)}.npz"
+    if path.exists():
+        saved = np.load(path)
+        return [row if ok else None for row, ok in zip(saved["struct"], saved["ok"])], saved["comp"]
+    struct, comp = fingerprints(structures, workers, progress)
+    ok = np.array([fp is not None for fp in struct], dtype=bool)
+    width = next((len(fp) for fp in struct if fp is not None), 0)
+    table = np.array([fp if fp is not None else np.zeros(width) for fp in struct]).reshape(len(struct), width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, struct=table, ok=ok, comp=comp)
+    os.replace(tmp, path)
+    return struct, comp
+
+
 def coverage(gen_struct, gen_comp, ref_struct, ref_comp, struct_cutoff: float, comp_cutoff: float) -> tuple[float, float]:
     """COV-R (share of reference crystals with a close generated one) and COV-P (the converse)."""
     n_gen = len(gen_struct)
@@ -106,6 +141,7 @@ def coverage(gen_struct, gen_comp, ref_struct, ref_comp, struct_cutoff: float, c
 
 
 def validity_flags(structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
+    """Structural and compositional validity per crystal, as two boolean arrays."""
     struct = np.array([bool(structural_validity(s)) for s in structures], dtype=bool)
     comp = np.array([bool(compositional_validity(s.composition)) for s in structures], dtype=bool)
     return struct, comp
@@ -149,7 +185,7 @@ def evaluate(
         # As in CDVAE, a crystal counts in coverage unless it cannot be built (here: a broken cell)
         # or its fingerprint fails; merely invalid crystals keep their fingerprints.
         gen_struct, gen_comp = fingerprints(samples, workers, progress)
-        ref_struct, ref_comp = fingerprints(reference, workers, progress)
+        ref_struct, ref_comp = cached_fingerprints(reference, workers, progress)
         result["cov_recall"], result["cov_precision"] = coverage(gen_struct, gen_comp, ref_struct, ref_comp, *cutoffs)
     else:
         result["cov_recall"] = result["cov_precision"] = None
@@ -165,6 +201,7 @@ def evaluate(
 
 
 def format_table(metrics: dict) -> str:
+    """The metrics as an aligned two-column text table."""
     rows = [(k, metrics.get(k)) for k in ("num_samples",) + METRIC_KEYS if k in metrics]
     width = max(len(k) for k, _ in rows)
     lines = []

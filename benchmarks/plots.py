@@ -106,5 +106,6 @@ def gallery(out: Path, per_task: int = 6) -> Path:
 
 
 def make_all(out: str | Path) -> list[Path]:
+    """Every plot of a sweep directory (learning curves, property histograms, gallery); returns the PNGs written."""
     out = Path(out)
     return [learning_curves(out), property_histograms(out), gallery(out)]

@@ -35,6 +35,7 @@ def nearest_neighbour_percentiles(structures) -> list[float]:
 
 
 def measure(prior: str, data: str, num: int, steps: int, seed: int, split_seed: int) -> dict:
+    """Generation metrics, nearest-neighbour percentiles and cost per crystal of `num` samples, with the same size of real data as the ceiling."""
     splits = split_dataset(read_csv(data, skip_bad=True), split_seed)
     test, train = splits["test"].structures, splits["train"].structures
     policy = load_prior(prior, num_steps=steps)

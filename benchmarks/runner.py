@@ -29,6 +29,17 @@ HIGHER_IS_BETTER = {"final_success": True, "best_reward": True, "sun_rate": True
 
 @dataclass
 class SweepConfig:
+    """A sweep of `latticegym bench`.
+
+    Attributes:
+        out: sweep directory.
+        agents: agent names.
+        seeds: seeds per task and agent.
+        data_dir: folder with the priors' training CSVs (novelty and the SUN hull).
+        device: torch device.
+        ray_address: reward evaluation on Ray actors ("local" starts one here).
+    """
+
     out: str
     agents: tuple[str, ...] = ("ppo", "rwkl", "reinforce")
     seeds: int = 3
@@ -58,6 +69,7 @@ class SUNRate:
 
 
 def summarise_run(run_dir: Path, sun: SUNRate) -> dict:
+    """The summary row of one finished run: evaluations to 50%/80% success, final success, SUN rate, uniqueness, novelty, time."""
     metrics = pd.read_csv(run_dir / "metrics.csv")
     evaluated = pd.read_csv(run_dir / "evaluated.csv")
     final = evaluated[evaluated.iteration == metrics.iteration.iloc[-1]]

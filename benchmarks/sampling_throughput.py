@@ -18,6 +18,7 @@ from ..policies.checkpoint import load_prior
 
 
 def throughput(prior: str, steps: int, batch_size: int, device: str, timed_steps: int | None, seed: int = 0) -> float:
+    """Crystals per second of `prior` for T = `steps` at `batch_size` (timing `timed_steps` steps and scaling when given)."""
     policy = load_prior(prior, num_steps=steps, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     run = steps if timed_steps is None else min(timed_steps, steps)

@@ -9,6 +9,17 @@ from ..envs.tasks import get_task
 
 @dataclass(frozen=True)
 class BenchTask:
+    """One task of a suite.
+
+    Attributes:
+        env_id: the registered task id.
+        budget: property evaluations; a run stops at the first iteration that reaches it.
+        batch_size: crystals per iteration.
+        steps: T.
+        agent_options: agent name -> options for its config dataclass.
+        hull_references: reference crystals in the SUN hull (None: the whole training split).
+    """
+
     env_id: str
     budget: int  # property evaluations; a run stops at the first iteration that reaches it
     batch_size: int = 64
@@ -31,6 +42,8 @@ class BenchTask:
 
 @dataclass(frozen=True)
 class Suite:
+    """A named set of benchmark tasks."""
+
     name: str
     tasks: tuple[BenchTask, ...]
     description: str = ""
@@ -62,6 +75,7 @@ SUITES = {
 
 
 def get_suite(name: str) -> Suite:
+    """The suite `name` ("quick" or "standard"); KeyError lists the suites."""
     if name not in SUITES:
         raise KeyError(f"no suite {name!r}; suites: {', '.join(SUITES)}")
     return SUITES[name]

@@ -29,6 +29,7 @@ from ..rewards.properties import EnergyPerAtom
 
 
 def bare_sampler(policy, batch: int, seed: int) -> float:
+    """Seconds for one batch through the bare sampler loop (no env)."""
     start = time.perf_counter()
     with torch.no_grad():
         generator = torch.Generator().manual_seed(seed)
@@ -40,6 +41,7 @@ def bare_sampler(policy, batch: int, seed: int) -> float:
 
 
 def vector_env(policy, batch: int, seed: int) -> float:
+    """Seconds for one batch through the vector env with a free reward."""
     env = CrystalDenoisingVectorEnv(num_envs=batch, prior=policy, reward=lambda s: RewardResult(np.zeros(len(s))))
     start = time.perf_counter()
     obs, _ = env.reset(seed=seed)
@@ -49,6 +51,7 @@ def vector_env(policy, batch: int, seed: int) -> float:
 
 
 def iteration_breakdown(env_id: str, agent: str, batch: int, steps: int, iterations: int) -> dict[str, float]:
+    """Share of an RL iteration spent sampling, scoring and updating, averaged over `iterations`."""
     from ..agents.trainer import TrainConfig, Trainer
 
     with tempfile.TemporaryDirectory() as out:

@@ -27,6 +27,7 @@ BOUND = 1e4
 
 
 def single_spaces(policy: DiffusionPolicy, num_steps: int) -> tuple[spaces.Dict, spaces.Dict]:
+    """The observation and action spaces of one crystal for `policy` and T = `num_steps`."""
     n, k = policy.n_max, policy.num_types
     box = lambda shape: spaces.Box(-BOUND, BOUND, shape, np.float32)  # noqa: E731
     observation = spaces.Dict(
@@ -44,6 +45,7 @@ def single_spaces(policy: DiffusionPolicy, num_steps: int) -> tuple[spaces.Dict,
 
 
 def state_to_obs(state: DiffusionState, t: int) -> dict[str, np.ndarray]:
+    """A batched observation dict (numpy) of `state` at `t` steps to go."""
     b = len(state)
     return {
         "types": state.types.detach().cpu().numpy().astype(np.float32),
@@ -89,6 +91,9 @@ def action_to_state(action: dict[str, np.ndarray], mask: torch.Tensor, batch_siz
     return DiffusionState(types, frac, arrays["lattice"], mask)
 
 
+NO_RENDER_MODE = "render() draws nothing without a render mode: make the env with render_mode='ansi'"
+
+
 class PriorAgent:
     """The pretrained policy as a ready agent: `act(obs)` samples the prior's reverse step."""
 
@@ -98,10 +103,12 @@ class PriorAgent:
         self.seed(seed)
 
     def seed(self, seed: int | None) -> None:
+        """Reseed the agent's sampling (None: from fresh entropy)."""
         self.generator.manual_seed(np.random.SeedSequence(seed).generate_state(1)[0].item())
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The prior's next state for a (batched or single) observation; finished crystals echo their state."""
         batched = np.ndim(obs["t"]) == 1
         if not batched:
             obs = {key: np.asarray(v)[None] for key, v in obs.items()}
@@ -203,11 +210,40 @@ class _Denoising:
 
 
 class CrystalDenoisingEnv(_Denoising, gym.Env):
-    """One crystal per episode. `env.unwrapped.prior.act(obs)` gives the pretrained policy's action."""
+    """One crystal per episode: T reverse-diffusion steps, the reward on the final crystal.
+
+    Observation: Dict of `types` (N_max, K) atom-type channels, `frac` (N_max, 3) fractional
+    coordinates, `lattice` (3, 3) lattice rows in units of the prior's lattice scale, `mask`
+    (N_max,) real atoms, and `t`, the number of reverse steps still to take (T at reset, 0 at the
+    end). Action: the next, less noisy state as `types`, `frac`, `lattice`. The reward is 0 until
+    the last step; then `info` carries the `structure`, its `properties`, reward `components`,
+    `success` and a `reason` when the crystal could not be scored.
+    `env.unwrapped.prior.act(obs)` gives the pretrained policy's action.
+
+    Args:
+        task: a registered task (name like "PerovskiteLowHHI" or a `Task`); gives the default prior,
+            reward and T. Optional when `prior` and `reward` are given (`LatticeGym/Custom-v0`).
+        prior: a shipped prior name ("perov_5", "carbon_24"), a checkpoint path or a
+            `DiffusionPolicy`; it samples x_T, decodes crystals and powers `env.unwrapped.prior.act`.
+        reward: any callable taking a list of pymatgen Structures and returning a `RewardResult`
+            (default: the task's reward).
+        num_steps: reverse-diffusion steps T per episode (default: the task's, or the given
+            policy's own respacing).
+        render_mode: None or "ansi" (a text line per crystal: step, formula, lattice).
+        device: torch device of the policy ("cpu", "cuda").
+    """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, task=None, prior=None, reward=None, num_steps: int | None = None, render_mode: str | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        task: str | Task | None = None,
+        prior: str | DiffusionPolicy | None = None,
+        reward: Reward | None = None,
+        num_steps: int | None = None,
+        render_mode: str | None = None,
+        device: str = "cpu",
+    ):
         self._setup(task, prior, reward, num_steps, device, num_envs=1)
         self.observation_space, self.action_space = single_spaces(self.policy, self.num_steps)
         if render_mode not in (None, "ansi"):
@@ -229,19 +265,39 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
     def render(self):
         if self.render_mode == "ansi":
             return self._ansi()
+        gym.logger.warn(NO_RENDER_MODE)
         return None
 
 
 class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
     """B crystals denoised in lockstep, scored in one reward call at t = 0 (the agents' fast path).
 
-    Autoreset is next-step: the call after the final step resets every crystal and ignores its action.
-    `last_result` and `structures` keep the RewardResult and the crystals of the last finished batch.
+    Spaces are the single env's with a leading batch axis. Autoreset is next-step: the call after
+    the final step resets every crystal and ignores its action. `last_result` and `structures` keep
+    the RewardResult and the crystals of the last finished batch.
+
+    Args:
+        num_envs: crystals denoised in lockstep (>= 1).
+        task: as for `CrystalDenoisingEnv`.
+        prior: as for `CrystalDenoisingEnv`.
+        reward: as for `CrystalDenoisingEnv`.
+        num_steps: as for `CrystalDenoisingEnv`.
+        render_mode: None or "ansi" (one text line per crystal).
+        device: torch device of the policy.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 8, task=None, prior=None, reward=None, num_steps: int | None = None, render_mode: str | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        num_envs: int = 8,
+        task: str | Task | None = None,
+        prior: str | DiffusionPolicy | None = None,
+        reward: Reward | None = None,
+        num_steps: int | None = None,
+        render_mode: str | None = None,
+        device: str = "cpu",
+    ):
         self._setup(task, prior, reward, num_steps, device, num_envs=num_envs)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = single_spaces(self.policy, self.num_steps)
@@ -280,4 +336,5 @@ class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
     def render(self):
         if self.render_mode == "ansi":
             return "".join(self._ansi(i) for i in range(self.num_envs))
+        gym.logger.warn(NO_RENDER_MODE)
         return None

@@ -12,6 +12,7 @@ CUSTOM_ID = "LatticeGym/Custom-v0"
 
 
 def register_envs() -> None:
+    """Register every task id and `LatticeGym/Custom-v0` with Gymnasium (idempotent; done on import)."""
     for task in TASKS.values():
         if task.env_id not in gymnasium.registry:
             gymnasium.register(task.env_id, entry_point=ENTRY, vector_entry_point=VECTOR_ENTRY, kwargs={"task": task.name})
@@ -20,4 +21,5 @@ def register_envs() -> None:
 
 
 def env_ids() -> list[str]:
+    """Every registered latticegym id."""
     return [t.env_id for t in TASKS.values()] + [CUSTOM_ID]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,19 @@ COST_CHEAP, COST_SINGLE_POINT, COST_RELAXATION = "cheap", "MLIP single-point", "
 
 @dataclass(frozen=True)
 class Task:
+    """A registered task.
+
+    Attributes:
+        name: the id's middle part (`LatticeGym/<name>-v0`).
+        prior: the shipped prior it fine-tunes.
+        reward: a registered reward name.
+        target: the goal, for humans.
+        cost: what one evaluation costs ("cheap", "MLIP single-point", "MLIP relaxation").
+        success: (property, "<=" | ">=" | "in", value) conditions that must all hold.
+        reward_kwargs: arguments of the reward factory.
+        num_steps: default T.
+    """
+
     name: str
     prior: str
     reward: str  # a registered reward name (latticegym.rewards.registry)
@@ -26,11 +40,13 @@ class Task:
         return f"LatticeGym/{self.name}-v0"
 
     def make_reward(self):
+        """A fresh instance of the task's reward."""
         from ..rewards.registry import make
 
         return make(self.reward, **self.reward_kwargs)
 
     def is_success(self, result, i: int) -> bool:
+        """Whether crystal `i` of a RewardResult was scored and meets every success condition."""
         if not result.ok[i]:
             return False
         for prop, op, value in self.success:
@@ -83,7 +99,10 @@ TASKS = {
 
 
 def get_task(name: str) -> Task:
+    """A task by id ("LatticeGym/PerovskiteLowHHI-v0") or by name ("PerovskiteLowHHI"); a KeyError suggests the closest ids."""
     key = name.removeprefix("LatticeGym/").removesuffix("-v0")
     if key not in TASKS:
-        raise KeyError(f"no task {name!r}; tasks: {', '.join(TASKS)}")
+        close = difflib.get_close_matches(key, list(TASKS), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(TASKS[c].env_id for c in close)}? " if close else ""
+        raise KeyError(f"no task {name!r}; {hint}ids: {', '.join(t.env_id for t in TASKS.values())} (see `latticegym envs`)")
     return TASKS[key]

@@ -65,6 +65,7 @@ def load_policy(path: str | Path, num_steps: int = 100, device="cpu") -> Diffusi
 
 
 def available_priors() -> list[str]:
+    """Names of the priors shipped with the package."""
     return sorted(p.stem for p in SHIPPED.glob("*.pt"))
 
 

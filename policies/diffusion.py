@@ -42,13 +42,16 @@ class DiffusionState:
         return self.types.shape[0]
 
     def to(self, device) -> DiffusionState:
+        """A copy on `device`."""
         return DiffusionState(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     def index(self, idx) -> DiffusionState:
+        """The crystals at `idx` (an index, slice, list or mask)."""
         return DiffusionState(*(getattr(self, f.name)[idx] for f in fields(self)))
 
     @staticmethod
     def cat(states: list[DiffusionState]) -> DiffusionState:
+        """Concatenate states of the same padding along the batch axis."""
         return DiffusionState(*(torch.cat([getattr(s, f.name) for s in states]) for f in fields(DiffusionState)))
 
 
@@ -74,6 +77,7 @@ class StepDistribution:
     mask: torch.Tensor
 
     def sample(self, generator: torch.Generator | None = None) -> DiffusionState:
+        """Draw x_{k-1}: Gaussian types and lattice, wrapped-Gaussian coordinates; padding stays zero."""
         m = self.mask[..., None].to(self.types_mean.dtype)
 
         def noise(like):
@@ -126,7 +130,18 @@ class PriorSpec:
 
 
 class DiffusionPolicy(nn.Module):
-    """Pretrained crystal diffusion model with the policy contract of DESIGN.md."""
+    """A crystal diffusion model as a stochastic policy over reverse-diffusion steps.
+
+    Each reverse step k (T down to 1) is an explicit distribution (`step_distribution`): Gaussian
+    atom-type channels and lattice, wrapped-Gaussian fractional coordinates, so `sample`,
+    `log_prob` and `kl` (closed form for the Gaussians; for the wrapped coordinates the KL of the
+    unwrapped Gaussians, an upper bound) are exact per step and batched, with padding masked.
+
+    Args:
+        spec: vocabulary, atom-count distribution, lattice scale and noise settings.
+        denoiser: the network's shape.
+        num_steps: T, the reverse steps the training grid is respaced to.
+    """
 
     def __init__(self, spec: PriorSpec, denoiser: DenoiserConfig, num_steps: int = 100):
         super().__init__()
@@ -168,6 +183,10 @@ class DiffusionPolicy(nn.Module):
 
     # ------------------------------------------------------------------ conversion
     def encode(self, batch: CrystalBatch) -> DiffusionState:
+        """A batch of clean crystals in model space: one-hot types, coordinates in [0, 1), lattice over `lattice_scale`.
+
+        Raises ValueError naming the elements that are not in the prior's vocabulary.
+        """
         unknown = sorted({int(z) for z in batch.atom_types[batch.mask]} - set(self._z_to_channel))
         if unknown:
             raise ValueError(f"elements {unknown} are not in this prior's vocabulary {self.spec.elements}")
@@ -291,11 +310,13 @@ class DiffusionPolicy(nn.Module):
         return StepDistribution(types_mean, ddpm_std, frac_mean, frac_std, lattice_mean, ddpm_std, state.mask)
 
     def sample(self, state: DiffusionState, k, generator: torch.Generator | None = None) -> tuple[DiffusionState, torch.Tensor]:
+        """One reverse step from `state` at step index `k`: the action x_{k-1} and its exact log-prob, shape (B,)."""
         dist = self.step_distribution(state, k)
         action = dist.sample(generator)
         return action, dist.log_prob(action)
 
     def log_prob(self, state: DiffusionState, action: DiffusionState, k) -> torch.Tensor:
+        """Exact log-density of `action` under the reverse step at `state`, step index `k`; shape (B,)."""
         return self.step_distribution(state, k).log_prob(action)
 
     def kl(self, reference: DiffusionPolicy, state: DiffusionState, k) -> torch.Tensor:

@@ -17,6 +17,16 @@ from torch import nn
 
 @dataclass
 class DenoiserConfig:
+    """Shape of the denoiser.
+
+    Attributes:
+        num_types: atom-type channels (the vocabulary size).
+        hidden: width of node and edge features.
+        layers: message-passing layers.
+        frequencies: Fourier frequencies of the fractional-coordinate differences.
+        time_dim: width of the timestep embedding.
+    """
+
     num_types: int  # atom-type channels (size of the element vocabulary)
     hidden: int = 128
     layers: int = 4
@@ -37,6 +47,7 @@ def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class CSPLayer(nn.Module):
+    """One DiffCSP message-passing layer: edges from node pairs, the lattice's inner products and Fourier features of coordinate differences."""
     def __init__(self, hidden: int, frequencies: int):
         super().__init__()
         # The first edge layer is linear in [h_i, h_j, LL^T, fourier]; applying its node parts per
@@ -99,4 +110,5 @@ class CSPDenoiser(nn.Module):
         return self.type_out(h) * maskf[..., None], self.coord_out(h) * maskf[..., None], lattice_eps
 
     def num_parameters(self) -> int:
+        """Trainable parameters."""
         return sum(p.numel() for p in self.parameters())

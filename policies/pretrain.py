@@ -25,6 +25,30 @@ RESUMABLE = {"epochs", "device", "out", "checkpoint_every", "minutes"}  # settin
 
 @dataclass
 class PretrainConfig:
+    """Pretraining settings (`latticegym pretrain`); saved in OUT/config.json and in every checkpoint.
+
+    Attributes:
+        data: CDVAE-format CSV(.gz); trained on its seeded 80% split.
+        out: run directory (prior.pt, last.pt, tensorboard/).
+        epochs: passes over the training split (fitted to `minutes` when that is set).
+        batch_size: crystals per optimizer step.
+        lr: peak learning rate of the cosine schedule.
+        lr_min: its floor.
+        ema_decay: decay of the exponential moving average whose weights are shipped.
+        grad_clip: gradient-norm clip.
+        hidden: denoiser width.
+        layers: message-passing layers.
+        frequencies: Fourier frequencies of the coordinate features.
+        num_timesteps: training grid of the noise schedules.
+        split_seed: seed of the 80/10/10 split.
+        seed: seed of the weights and the noise.
+        checkpoint_every: epochs between checkpoints.
+        name: prior name recorded in the checkpoint.
+        device: torch device.
+        minutes: wall-clock budget; 0 disables it.
+        init: a prior (name or path) whose weights start the run.
+    """
+
     data: str
     out: str
     epochs: int = 1000
@@ -89,6 +113,7 @@ def _lr(cfg: PretrainConfig, step: int, total: int) -> float:
 
 
 def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDataset) -> DiffusionPolicy:
+    """A fresh policy for `data`: vocabulary from the whole file, atom counts and lattice scale from `train`."""
     stats, full = train.stats(), data.stats()
     scale = float(np.mean([s.volume ** (1 / 3) for s in train.structures]))
     spec = PriorSpec(

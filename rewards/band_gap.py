@@ -30,6 +30,8 @@ SHIPPED = Path(__file__).parent / "data" / "band_gap_perov_5.pt"
 
 @dataclass
 class BandGapConfig:
+    """Training settings of the band-gap predictor (`python -m latticegym.rewards.band_gap`)."""
+
     data: str
     out: str
     label: str = "ind_gap"
@@ -66,6 +68,17 @@ def _forward(module, batch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class BandGapPredictor:
+    """Two MEGNet models (matgl) trained on perov_5: P(gap > 0) and the gap in eV where there is one.
+
+    Args:
+        elements: the element vocabulary.
+        cutoff: graph cutoff in Å.
+        blocks: MEGNet blocks.
+        classifier_state: classifier weights (None: untrained).
+        regressor_state: regressor weights.
+        metrics: held-out metrics recorded at training.
+        threshold: P(gap) above which a crystal is called gapped, set on validation.
+    """
     def __init__(self, elements: list[str], cutoff: float, blocks: int, classifier_state=None, regressor_state=None, metrics=None, threshold: float = 0.5):
         from matgl.utils.training import ModelLightningModule
 
@@ -80,6 +93,7 @@ class BandGapPredictor:
         self.threshold = threshold  # P(gap) above which a crystal is called non-metallic; set on validation
 
     def save(self, path: str | Path) -> None:
+        """Write both models and their metadata (tensors and plain data only)."""
         torch.save(
             {
                 "elements": self.elements,
@@ -95,6 +109,7 @@ class BandGapPredictor:
 
     @classmethod
     def load(cls, path: str | Path = SHIPPED) -> BandGapPredictor:
+        """Load a predictor written by `save` (without executing code); default: the shipped one."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no band-gap predictor at {path}; train one with `python -m latticegym.rewards.band_gap`")
@@ -155,6 +170,7 @@ def _fit(module, loader, epochs: int, lr: float, loss_fn, label: str) -> None:
 
 
 def train(cfg: BandGapConfig) -> BandGapPredictor:
+    """Train the classifier and the regressor on the config's data split; returns the predictor with its metrics."""
     from ..datasets import read_csv
 
     torch.manual_seed(cfg.seed)

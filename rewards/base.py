@@ -50,6 +50,7 @@ class RewardResult:
 
 @runtime_checkable
 class Reward(Protocol):
+    """The reward contract: a batch of Structures in, a RewardResult out, never raising on a bad crystal."""
     def __call__(self, structures: Sequence[Structure]) -> RewardResult: ...
 
 

@@ -8,7 +8,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 from pymatgen.core import Structure
 
-from ..crystal import compositional_validity, structural_validity
+from ..crystal import MAX_ATOMS_PER_A3, compositional_validity, structural_validity
 from .base import PropertySource, RewardResult
 from .shaping import Identity, combine
 
@@ -30,13 +30,21 @@ class Guards:
     """Checks before any property is computed; a crystal that fails one is a failure with a reason.
 
     `min_elements` guards against the single-element winners that reward hacking produces.
+    `max_atoms_per_a3` refuses crushed cells before an MLIP sees them (their neighbour graphs cost
+    gigabytes); the default is `crystal.MAX_ATOMS_PER_A3`, set from the shared data with a margin.
     """
 
     structural_validity: bool = True
     compositional_validity: bool = False
     min_elements: int = 1
+    max_atoms_per_a3: float | None = MAX_ATOMS_PER_A3
 
     def check(self, structure: Structure) -> str:
+        """Why `structure` must not be scored ("" when it passes every guard)."""
+        if self.max_atoms_per_a3 is not None and structure.volume > 0:
+            density = len(structure) / structure.volume
+            if density > self.max_atoms_per_a3:
+                return f"{structure.composition.reduced_formula} is crushed: {density:.3f} atoms/Å^3 > {self.max_atoms_per_a3}"
         if self.structural_validity:
             v = structural_validity(structure)
             if not v:
@@ -57,6 +65,19 @@ class Filter(Protocol):
 
 
 class CompositeReward:
+    """The standard reward: guards, then shaped property objectives combined into one value, then filters.
+
+    A crystal that fails a guard or whose property cannot be computed gets `failure_value` and
+    `ok=False` with the reason; no property is computed for a guarded-out crystal.
+
+    Args:
+        objectives: the shaped properties.
+        combine: "mean", "min", "weighted" or "product".
+        weights: per-objective weights for "weighted".
+        guards: checks before any property is computed (default `Guards()`).
+        failure_value: the reward of a crystal that could not be scored.
+        filters: post-processing of the combined values (diversity, SUN), in order.
+    """
     def __init__(
         self,
         objectives: Sequence[Objective],
@@ -74,6 +95,11 @@ class CompositeReward:
         self.guards = guards or Guards()
         self.failure_value = failure_value
         self.filters = list(filters)
+
+    def __repr__(self) -> str:
+        objectives = ", ".join(f"{o.name}:{type(o.shaping).__name__}" for o in self.objectives)
+        filters = ", ".join(type(f).__name__ for f in self.filters) or "none"
+        return f"CompositeReward([{objectives}], combine={self.how!r}, guards={self.guards}, filters=[{filters}])"
 
     @property
     def sources(self) -> list[PropertySource]:

@@ -71,6 +71,7 @@ class DiversityFilter:
         self.keys.load_state_dict(state["keys"])
 
     def multiplier(self, occ: int) -> float:
+        """The reward factor for a key seen `occ` times before: 1, then a linear ramp, then 0."""
         if occ <= self.tol:
             return 1.0
         if occ >= self.buffer:

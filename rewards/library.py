@@ -24,6 +24,7 @@ SOURCES: dict[str, type[PropertySource]] = {
 
 
 def make_source(name: str, **kwargs) -> PropertySource:
+    """A property source by registry name ("hhi", "density", "formation_energy", ...) with its keyword arguments."""
     if name == "band_gap":
         from .band_gap import BandGap
 
@@ -66,22 +67,27 @@ def _shaped(source: str, kind: str, kwargs: dict | None = None, **shaping) -> di
 
 
 def low_hhi(max_hhi: float = 1250.0, worst: float = 5000.0, **options) -> CompositeReward:
+    """Supply risk: reward 1 at HHI <= `max_hhi`, falling linearly to 0 at `worst`."""
     return build_composite([_shaped("hhi", "descending", lo=max_hhi, hi=worst)], **options)
 
 
 def density_target(target: float = 3.6, width: float = 0.5, **options) -> CompositeReward:
+    """Density near `target` g/cm^3: 1 at the target, falling to 0 at ±`width`."""
     return build_composite([_shaped("density", "target", target=target, width=width)], **options)
 
 
 def formation_energy(best: float = -2.5, worst: float = 0.0, relax: bool = False, **options) -> CompositeReward:
+    """Formation energy (eV/atom, CHGNet): 1 at <= `best`, 0 at >= `worst`."""
     return build_composite([_shaped("formation_energy", "descending", {"relax": relax}, lo=best, hi=worst)], **options)
 
 
 def magnetic_density(target: float = 0.1, relax: bool = False, **options) -> CompositeReward:
+    """Magnetic density (μB/Å^3, CHGNet magmoms): 0 at 0, 1 at >= `target`."""
     return build_composite([_shaped("magnetic_density", "ascending", {"relax": relax}, lo=0.0, hi=target)], **options)
 
 
 def magnet_low_hhi(target: float = 0.1, max_hhi: float = 1250.0, worst: float = 5000.0, **options) -> CompositeReward:
+    """The minimum of the magnetic-density and low-HHI rewards."""
     options.setdefault("combine", "min")
     return build_composite(
         [_shaped("magnetic_density", "ascending", lo=0.0, hi=target), _shaped("hhi", "descending", lo=max_hhi, hi=worst)],
@@ -90,16 +96,19 @@ def magnet_low_hhi(target: float = 0.1, max_hhi: float = 1250.0, worst: float = 
 
 
 def diamond() -> Structure:
+    """Diamond's primitive cell (a = 3.567 Å)."""
     return Structure.from_spacegroup("Fd-3m", Lattice.cubic(3.567), ["C"], [[0, 0, 0]]).get_primitive_structure()
 
 
 def carbon_low_energy(worst: float = 1.0, relax: bool = False, **options) -> CompositeReward:
+    """CHGNet energy above diamond (eV/atom): 1 at 0, falling to 0 at `worst`."""
     objective = Objective(Cached(EnergyAboveReference(diamond(), relax=relax)), SHAPINGS["descending"](lo=0.0, hi=worst))
     guards = Guards(**options.pop("guards", {}))
     return CompositeReward([objective], guards=guards, **options)
 
 
 def bulk_modulus(target: float = 400.0, floor: float = 100.0, relax: bool = True, steps: int = 60, timeout_s: float = 60.0, **options) -> CompositeReward:
+    """Bulk modulus (GPa) after a bounded relaxation: 0 at <= `floor`, 1 at >= `target`."""
     # A short, bounded relaxation: enough to reach the E(V) minimum of sensible cells, and a
     # per-crystal time limit so one pathological sample cannot stall a training batch.
     kwargs = {"relax": relax, "steps": steps, "fmax": 0.15, "timeout_s": timeout_s}
@@ -107,4 +116,5 @@ def bulk_modulus(target: float = 400.0, floor: float = 100.0, relax: bool = True
 
 
 def band_gap_window(lo: float = 1.5, hi: float = 3.0, margin: float = 0.5, **options) -> CompositeReward:
+    """Predicted band gap in [`lo`, `hi`] eV: 1 inside, falling to 0 over `margin` outside."""
     return build_composite([_shaped("band_gap", "window", lo=lo, hi=hi, margin=margin)], **options)

@@ -6,7 +6,10 @@ local path or by hub name (`matgl.load_model` downloads it when the machine has 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ import torch
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+log = logging.getLogger(__name__)
 MAX_ABS_ENERGY_PER_ATOM = 50.0  # eV/atom; beyond this the model has left its training domain
 MAX_FORCE = 1000.0  # eV/Å
 CHGNET_MAX_Z = 94  # CHGNet's atom embedding covers H..Pu
@@ -34,6 +38,8 @@ class SinglePoint:
 
 @dataclass
 class Relaxed:
+    """A relaxation's result: the final structure, its energy (eV/atom), FIRE steps and whether it converged."""
+
     structure: Structure
     energy_per_atom: float
     steps: int
@@ -44,11 +50,22 @@ class MLIPError(RuntimeError):
     """A prediction or relaxation that produced nonsense (NaN, explosion, timeout)."""
 
 
+@contextlib.contextmanager
+def _printed_to_log():
+    """CHGNet prints on load; send those lines to this module's logger (shown with `-v`) instead of stdout."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield
+    for line in buffer.getvalue().splitlines():
+        log.info(line)
+
+
 @functools.cache
 def _chgnet(device: str):
     from chgnet.model import CHGNet
 
-    return CHGNet.load(use_device=device, verbose=False)
+    with _printed_to_log():
+        return CHGNet.load(use_device=device, verbose=False)
 
 
 @functools.cache
@@ -73,10 +90,12 @@ class MLIP:
         return self.model_name.lower() == "chgnet"
 
     def calculator(self):
+        """An ASE calculator for this potential (CHGNet's, or matgl's with stress in eV/Å^3)."""
         if self.is_chgnet:
             from chgnet.model import CHGNetCalculator
 
-            return CHGNetCalculator(model=_chgnet(self.device), use_device=self.device)
+            with _printed_to_log():
+                return CHGNetCalculator(model=_chgnet(self.device), use_device=self.device)
         from matgl.ext.ase import PESCalculator
 
         # ASE's cell filters expect stress in eV/Å^3, not matgl's default GPa.

@@ -38,6 +38,15 @@ class _Evaluator:
 
 
 class RaySource(PropertySource):
+    """A property source evaluated on Ray actors: the batch is split among them, and a dead actor is replaced and its share retried.
+
+    Args:
+        source: the source to run remotely (pickled once to the object store).
+        num_workers: actors (default: as many as the free CPUs allow).
+        num_gpus: GPUs per actor.
+        num_cpus: CPUs per actor.
+        max_retries: retries of a share whose actor died.
+    """
     def __init__(self, source: PropertySource, num_workers: int | None = None, num_gpus: float = 0.0, num_cpus: float = 1.0, max_retries: int = 3):
         import ray
 
@@ -58,6 +67,7 @@ class RaySource(PropertySource):
         return self._evaluate(list(structures)).values
 
     def worker_pids(self) -> list[int]:
+        """Process ids of the actors (for tests and monitoring)."""
         import ray
 
         return ray.get([w.pid.remote() for w in self.workers])

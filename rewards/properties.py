@@ -45,6 +45,8 @@ class HHI(PropertySource):
 
 
 class Density(PropertySource):
+    """Mass density in g/cm^3 of the crystal as given."""
+
     name = "density"
     unit = "g/cm^3"
 
@@ -63,6 +65,7 @@ class MLIPSource(PropertySource):
         self.cost = "mlip_relaxation" if relax else "mlip_single_point"
 
     def screen(self, structure: Structure) -> str:
+        """Why the MLIP cannot evaluate `structure` (an element it does not cover), or ""."""
         try:
             self.mlip.check_elements(structure)
         except MLIPError as exc:
@@ -76,12 +79,15 @@ class MLIPSource(PropertySource):
         return [self.mlip.relax(s, **self.relax_kwargs).structure for s in structures]
 
     def energies(self, structures: Sequence[Structure]) -> np.ndarray:
+        """MLIP energies in eV/atom: single points, or the relaxed energy when `relax` is set."""
         if self.relax:  # the relaxation ends with the energy: no second single point
             return np.array([self.mlip.relax(s, **self.relax_kwargs).energy_per_atom for s in structures])
         return np.array([p.energy_per_atom for p in self.mlip.predict(structures)])
 
 
 class EnergyPerAtom(MLIPSource):
+    """MLIP energy in eV/atom."""
+
     name = "energy_per_atom"
     unit = "eV/atom"
 
@@ -100,6 +106,7 @@ class FormationEnergy(MLIPSource):
         self._references = references
 
     def chemical_potential(self, element: str) -> float:
+        """The elemental reference energy of `element` in eV/atom (shipped, cached or computed once)."""
         from .references import elemental_references
 
         if self._references is None or element not in self._references:

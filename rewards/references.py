@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -20,17 +19,14 @@ from typing import Iterable
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
+from ..crystal import MAX_ATOMS_PER_A3
+from ..datasets import cache_dir
 from .mlip import MLIP, MLIPError
 
 log = logging.getLogger(__name__)
 
 SHIPPED = Path(__file__).parent / "data"
 MOLECULAR = {"H", "N", "O", "F", "Cl", "Br", "I"}
-MAX_ATOMS_PER_A3 = 0.25  # diamond has 0.18
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("LATTICEGYM_CACHE", Path.home() / ".cache" / "latticegym")) / "references"
 
 
 def _fcc_primitive(a: float) -> Lattice:
@@ -82,7 +78,7 @@ def compute_reference(symbol: str, mlip: MLIP | None = None) -> float:
 
 def _files(mlip: MLIP) -> tuple[Path, Path]:
     name = Path(mlip.model_name).stem.lower()
-    return SHIPPED / f"{name}_elemental_references.json", _cache_dir() / f"{name}.json"
+    return SHIPPED / f"{name}_elemental_references.json", cache_dir() / "references" / f"{name}.json"
 
 
 def elemental_references(elements: Iterable[str], mlip: MLIP | None = None) -> dict[str, float]:

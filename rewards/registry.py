@@ -25,6 +25,7 @@ def _entry_points() -> dict[str, Any]:
 
 
 def available() -> list[str]:
+    """Every reward name: built in, registered, or from the `latticegym.rewards` entry-point group."""
     return sorted(set(_FACTORIES) | set(_entry_points()))
 
 
@@ -43,6 +44,7 @@ def _resolve(name: str) -> Callable[..., Reward]:
 
 
 def make(name: str, **kwargs) -> Reward:
+    """Build the reward `name` with the factory's keyword arguments."""
     return _resolve(name)(**kwargs)
 
 

@@ -48,6 +48,7 @@ class ConvexHull:
         return [PDEntry(s.composition, e * len(s)) for s, e in zip(self.reference, energies) if e is not None]
 
     def diagram(self, composition: Composition) -> PhaseDiagram:
+        """The phase diagram of the chemical system of `composition` (built once per system)."""
         chemsys = tuple(sorted(e.symbol for e in composition.elements))
         if chemsys not in self._diagrams:
             inside = [e for e in self._entries if {el.symbol for el in e.composition.elements} <= set(chemsys)]
@@ -56,6 +57,7 @@ class ConvexHull:
         return self._diagrams[chemsys]
 
     def e_above_hull(self, composition: Composition, energy_per_atom: float) -> float:
+        """Energy above the hull in eV/atom of a crystal of `composition` at `energy_per_atom` (eV/atom)."""
         entry = PDEntry(composition, energy_per_atom * composition.num_atoms)
         return float(self.diagram(composition).get_e_above_hull(entry, allow_negative=True))
 

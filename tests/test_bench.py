@@ -3,7 +3,7 @@ import time
 
 import pandas as pd
 import pytest
-from test_cli import run_cli
+from test_cli import run_cli, run_cli_measured
 
 from latticegym.benchmarks.runner import evals_to, results_markdown
 from latticegym.benchmarks.suites import SUITES, get_suite
@@ -39,8 +39,9 @@ def test_markdown_bolds_the_best_mean_per_task():
 def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_path):
     out = tmp_path / "bench"
     args = ("bench", "--suite", "quick", "--agents", "ppo,rwkl", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
-    result = run_cli(*args, timeout=1500)
+    result, peak_gb = run_cli_measured(*args, timeout=1500)
     assert result.returncode == 0, result.stderr
+    assert peak_gb < 4.0, f"the quick suite peaked at {peak_gb:.2f} GB"
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 4 and set(results.agent) == {"ppo", "rwkl"}
     for col in ("evals_to_50", "evals_to_80", "final_success", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update"):

@@ -16,6 +16,16 @@ def run_cli(*args, timeout: float = 300):
     return subprocess.run([sys.executable, "-m", "latticegym.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
+# Runs the CLI as the only child of a fresh Python, then prints the child's peak RSS (kB; Linux).
+PEAK_RSS = "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+
+
+def run_cli_measured(*args, timeout: float = 300) -> tuple[subprocess.CompletedProcess, float]:
+    """`run_cli`, plus the command's peak resident memory in GB."""
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "latticegym.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return done, int(done.stdout.strip().splitlines()[-1]) / 1024**2
+
+
 def test_help_lists_subcommands():
     out = run_cli("--help")
     assert out.returncode == 0

@@ -152,3 +152,14 @@ def test_registry_and_configs(tmp_path):
     assert result.values[0] == pytest.approx(min(result.components["density"][0], result.components["hhi"][0]))
     with pytest.raises(ValueError, match="unknown shaping"):
         registry.from_config({"objectives": [{"source": "density", "shaping": {"kind": "sigmoid"}}]})
+
+
+def test_crushed_cells_are_refused_before_any_property_is_computed():
+    crushed = perovskite()
+    crushed.scale_lattice(len(crushed) / 0.86)  # 0.86 atoms/Å^3, yet every distance is above 0.5 Å
+    assert min(crushed.distance_matrix[np.triu_indices(5, 1)]) > 0.5
+    source = Density()
+    result = CompositeReward([Objective(source)])([crushed, perovskite()])
+    assert not result.ok[0] and "crushed" in result.reasons[0] and result.ok[1]
+    assert source.evaluations == 1  # only the real perovskite reached the source
+    assert CompositeReward([Objective(Density())], guards=Guards(max_atoms_per_a3=None))([crushed]).ok[0]

@@ -123,6 +123,7 @@ def cmd_sample(args) -> int:
     from .policies.checkpoint import load_prior
 
     policy = load_prior(args.prior, num_steps=args.steps, device=args.device)
+    policy.set_num_steps(args.steps, args.correctors)
     with torch.no_grad():
         batch = policy.generate(args.num, seed=args.seed, batch_size=args.batch_size, progress=True)
     structures = batch.to_structures()
@@ -164,6 +165,7 @@ def cmd_train(args) -> int:
         iterations=args.iterations,
         batch_size=args.batch_size,
         steps=args.steps,
+        correctors=args.correctors,
         seed=args.seed,
         out=args.out,
         device=args.device,
@@ -279,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=POSITIVE, required=True, help="how many crystals")
     p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--correctors", type=NON_NEGATIVE, default=0, help="Langevin corrector steps before each predictor step, DiffCSP's step sizes (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=256, help="crystals denoised at once (default: %(default)s)")
     p.add_argument("--out", required=True, help="CSV file to write (cif column)")
     _common(p)
@@ -293,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=POSITIVE, default=30, help="RL iterations, one batch each (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=64, help="crystals sampled per iteration (default: %(default)s)")
     p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
+    p.add_argument("--correctors", type=NON_NEGATIVE, default=0, help="Langevin corrector steps before each predictor step; episodes have steps x (1 + correctors) actions (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and updates (default: %(default)s)")
     p.add_argument("--out", required=True, help="run directory: metrics.csv, tensorboard/, best.csv, evaluated.csv, checkpoint.pt, policy.pt")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly (--iterations may be raised)")

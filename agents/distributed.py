@@ -23,10 +23,10 @@ def _unscored(structures) -> RewardResult:
 
 
 class _RolloutWorker:
-    def __init__(self, prior: str, steps: int, batch: int):
+    def __init__(self, prior: str, steps: int, batch: int, correctors: int):
         torch.set_num_threads(1)
         self.policy = load_prior(prior, num_steps=steps)
-        self.env = CrystalDenoisingVectorEnv(num_envs=batch, prior=self.policy, reward=_unscored, num_steps=steps)
+        self.env = CrystalDenoisingVectorEnv(num_envs=batch, prior=self.policy, reward=_unscored, num_steps=steps, correctors=correctors)
 
     def ready(self) -> bool:
         return True
@@ -39,14 +39,14 @@ class _RolloutWorker:
 
 class RolloutWorkers:
     """Ray actors that each sample a share of the batch with the learner's broadcast weights."""
-    def __init__(self, prior: str, steps: int, batch_size: int, num_workers: int, num_gpus: float = 0.0):
+    def __init__(self, prior: str, steps: int, batch_size: int, num_workers: int, correctors: int = 0, num_gpus: float = 0.0):
         import ray
 
         if num_workers < 1 or num_workers > batch_size:
             raise ValueError(f"rollout workers must be in 1..batch_size ({batch_size}), got {num_workers}")
         self.shares = [len(c) for c in np.array_split(np.arange(batch_size), num_workers)]
         remote = ray.remote(num_cpus=1, num_gpus=num_gpus)(_RolloutWorker)
-        self.workers = [remote.remote(prior, steps, n) for n in self.shares]
+        self.workers = [remote.remote(prior, steps, n, correctors) for n in self.shares]
         ray.get([w.ready.remote() for w in self.workers])  # placed: what CPUs are left is now known
 
     def collect(self, policy: DiffusionPolicy, seeds: list[int]) -> tuple[Trajectories, list]:

@@ -100,7 +100,7 @@ def collect(env: CrystalDenoisingVectorEnv, policy: DiffusionPolicy, generator: 
     device = policy.device
     states = [obs_to_state(obs, device)]
     log_probs = []
-    for k in range(env.num_steps, 0, -1):
+    for k in range(env.episode_length, 0, -1):
         with torch.no_grad():  # only around the policy: the reward (inside env.step) may need autograd for forces
             dist = policy.step_distribution(states[-1], k)
             action = dist.sample(generator)

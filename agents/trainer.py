@@ -53,6 +53,7 @@ class TrainConfig:
         iterations: RL iterations, one batch each.
         batch_size: crystals sampled per iteration.
         steps: reverse-diffusion steps T.
+    correctors: Langevin corrector steps before each predictor step (episodes of T(1 + C) actions).
         seed: seed of sampling and updates.
         out: run directory.
         device: torch device.
@@ -72,6 +73,7 @@ class TrainConfig:
     iterations: int = 30
     batch_size: int = 64
     steps: int = 100  # reverse-diffusion steps T
+    correctors: int = 0  # Langevin corrector steps per level: an episode has steps * (1 + correctors) actions
     seed: int = 0
     out: str = "runs/train"
     device: str = "cpu"
@@ -88,7 +90,7 @@ class TrainConfig:
     def __post_init__(self):
         if not self.env_id.endswith("Custom-v0"):
             self.env_id = get_task(self.env_id).env_id  # accepts a bare task name too
-        check_ranges(self, at_least_one=("iterations", "batch_size", "steps", "best_size"), non_negative=("kl_crystals", "rollout_workers"))
+        check_ranges(self, at_least_one=("iterations", "batch_size", "steps", "best_size"), non_negative=("kl_crystals", "rollout_workers", "correctors"))
         if self.ray_workers is not None:
             check_ranges(self, at_least_one=("ray_workers",))
 
@@ -141,6 +143,7 @@ class Trainer:
         if self.task is None:
             raise ValueError("training needs a registered task id (LatticeGym/<Task>-v0); see `latticegym envs`")
         self.policy = load_prior(self.task.prior, num_steps=cfg.steps, device=cfg.device)
+        self.policy.set_num_steps(cfg.steps, cfg.correctors)
         self.prior = self.policy.frozen_copy()
         self.agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
         self.reward = _with_diversity(self.task.make_reward(), cfg.diversity, self.agent.default_diversity)
@@ -152,7 +155,7 @@ class Trainer:
             if cfg.rollout_workers:  # first: reward actors then take the CPUs that are left
                 from .distributed import RolloutWorkers
 
-                self.workers = RolloutWorkers(self.task.prior, cfg.steps, cfg.batch_size, cfg.rollout_workers)
+                self.workers = RolloutWorkers(self.task.prior, cfg.steps, cfg.batch_size, cfg.rollout_workers, cfg.correctors)
             if cfg.ray_address:
                 distribute(self.reward, cfg.ray_workers)
         self.timed = TimedReward(self.reward)

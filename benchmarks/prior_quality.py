@@ -2,9 +2,10 @@
 
     python -m latticegym.benchmarks.prior_quality --prior carbon_24 --data ../shared/data/carbon_24_val.csv.gz --num 200
 
-Prints, for N samples and for N real training crystals (the ceiling at that size), the generation
-metrics against the held-out test split of pretraining, the nearest-neighbour distance percentiles
-(5th, 50th, 95th) and the sampling cost per crystal.
+Prints, for N samples of each prior and for N real training crystals (the ceiling at that size),
+the generation metrics against the held-out test split of pretraining, the nearest-neighbour
+distance percentiles (5th, 50th, 95th; for the real row, of the test split itself) and the
+sampling cost per crystal.
 """
 
 from __future__ import annotations
@@ -34,27 +35,27 @@ def nearest_neighbour_percentiles(structures) -> list[float]:
     return [float(x) for x in np.percentile(distances, PERCENTILES)]
 
 
-def measure(prior: str, data: str, num: int, steps: int, seed: int, split_seed: int) -> dict:
-    """Generation metrics, nearest-neighbour percentiles and cost per crystal of `num` samples, with the same size of real data as the ceiling."""
-    splits = split_dataset(read_csv(data, skip_bad=True), split_seed)
-    test, train = splits["test"].structures, splits["train"].structures
+def measure(prior: str, test: list, train: list, num: int, steps: int, seed: int) -> dict:
+    """Generation metrics against `test`, nearest-neighbour percentiles and cost per crystal of `num` samples of `prior`."""
     policy = load_prior(prior, num_steps=steps)
     start = time.perf_counter()
     with torch.no_grad():
         samples = policy.generate(num, seed=seed, batch_size=min(num, 256)).to_structures()
     seconds = time.perf_counter() - start
-    dataset = policy.spec.name or None
-    real = [train[i] for i in np.random.default_rng(seed).choice(len(train), size=min(num, len(train)), replace=False)]
     return {
         "prior": prior,
         "network": f"{policy.network.config.hidden}x{policy.network.config.layers}",
         "steps": steps,
         "seconds_per_crystal": seconds / num,
-        "samples": evaluate(samples, test, train, dataset=dataset),
-        "ceiling": evaluate(real, test, None, dataset=dataset),
-        "nn_samples": nearest_neighbour_percentiles(samples),
-        "nn_data": nearest_neighbour_percentiles(test),
+        "metrics": evaluate(samples, test, train, dataset=policy.spec.name or None),
+        "nn": nearest_neighbour_percentiles(samples),
     }
+
+
+def ceiling(test: list, train: list, num: int, seed: int, dataset: str) -> dict:
+    """What `num` real training crystals score against `test`: the best a prior can do at that size."""
+    real = [train[i] for i in np.random.default_rng(seed).choice(len(train), size=min(num, len(train)), replace=False)]
+    return {"prior": "real data, same size", "network": "", "steps": 0, "seconds_per_crystal": float("nan"), "metrics": evaluate(real, test, None, dataset=dataset), "nn": nearest_neighbour_percentiles(test)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,16 +68,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    results = [measure(p, args.data, args.num, args.steps, args.seed, args.split_seed) for p in args.prior]
+    splits = split_dataset(read_csv(args.data, skip_bad=True), args.split_seed)
+    test, train = splits["test"].structures, splits["train"].structures
+    results = [measure(p, test, train, args.num, args.steps, args.seed) for p in args.prior]
+    results.append(ceiling(test, train, args.num, args.seed, load_prior(args.prior[0], num_steps=1).spec.name))
     keys = ("struct_validity", "comp_validity", "cov_recall", "cov_precision", "wdist_density", "uniqueness", "novelty")
-    print(f"{args.num} samples and {args.num} real training crystals, each against the held-out test split of {args.data}")
+    print(f"{args.num} samples per prior and {args.num} real training crystals, each against the held-out test split of {args.data}")
     print(f"{'prior':38s}{'net':>8s}{'s/crystal':>10s}" + "".join(f"{k[:12]:>13s}" for k in keys) + f"{'NN p5/p50/p95 (Å)':>20s}")
     for r in results:
-        for label, m, nn in (("", r["samples"], r["nn_samples"]), ("  real data, same size", r["ceiling"], r["nn_data"])):
-            name = (label or str(r["prior"]))[-38:]
-            cost = f"{r['seconds_per_crystal']:10.3f}" if not label else " " * 10
-            cells = "".join(f"{m[k]:13.4f}" if m.get(k) is not None else f"{'-':>13s}" for k in keys)
-            print(f"{name:38s}{r['network'] if not label else '':>8s}{cost}{cells}{'/'.join(f'{x:.2f}' for x in nn):>20s}")
+        m = r["metrics"]
+        cells = "".join(f"{m[k]:13.4f}" if m.get(k) is not None else f"{'-':>13s}" for k in keys)
+        print(f"{str(r['prior'])[-38:]:38s}{r['network']:>8s}{r['seconds_per_crystal']:10.3f}{cells}{'/'.join(f'{x:.2f}' for x in r['nn']):>20s}")
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(results, handle, indent=1)

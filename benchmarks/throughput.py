@@ -34,7 +34,7 @@ def bare_sampler(policy, batch: int, seed: int) -> float:
     with torch.no_grad():
         generator = torch.Generator().manual_seed(seed)
         state = policy.initial_state(batch, generator)
-        for k in range(policy.num_steps, 0, -1):
+        for k in range(policy.episode_length, 0, -1):
             state = policy.step_distribution(state, k).sample(generator)
         policy.decode(state).to_structures()
     return time.perf_counter() - start
@@ -45,7 +45,7 @@ def vector_env(policy, batch: int, seed: int) -> float:
     env = CrystalDenoisingVectorEnv(num_envs=batch, prior=policy, reward=lambda s: RewardResult(np.zeros(len(s))))
     start = time.perf_counter()
     obs, _ = env.reset(seed=seed)
-    for _ in range(policy.num_steps):
+    for _ in range(policy.episode_length):
         obs, *_ = env.step(env.prior.act(obs))
     return time.perf_counter() - start
 

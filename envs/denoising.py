@@ -27,7 +27,7 @@ BOUND = 1e4
 
 
 def single_spaces(policy: DiffusionPolicy, num_steps: int) -> tuple[spaces.Dict, spaces.Dict]:
-    """The observation and action spaces of one crystal for `policy` and T = `num_steps`."""
+    """The observation and action spaces of one crystal for `policy` and an episode of `num_steps` actions."""
     n, k = policy.n_max, policy.num_types
     box = lambda shape: spaces.Box(-BOUND, BOUND, shape, np.float32)  # noqa: E731
     observation = spaces.Dict(
@@ -91,6 +91,15 @@ def action_to_state(action: dict[str, np.ndarray], mask: torch.Tensor, batch_siz
     return DiffusionState(types, frac, arrays["lattice"], mask)
 
 
+def _check_held(state: DiffusionState, nxt: DiffusionState, batched: bool) -> None:
+    """A corrector step moves only the coordinates: the action must pass types and lattice back unchanged."""
+    for name in ("types", "lattice"):
+        moved = ~torch.isclose(getattr(nxt, name), getattr(state, name), rtol=0.0, atol=1e-5)
+        if moved.any():
+            where = tuple(int(i) for i in torch.nonzero(moved)[0][0 if batched else 1 :])
+            raise ValueError(f"action[{name!r}] changed at index {where} on a corrector step, which moves only 'frac'")
+
+
 NO_RENDER_MODE = "render() draws nothing without a render mode: make the env with render_mode='ansi'"
 
 
@@ -127,7 +136,7 @@ class PriorAgent:
         return action if batched else {key: v[0] for key, v in action.items()}
 
 
-def _resolve(task: str | Task | None, prior, reward, num_steps, device) -> tuple[Task | None, DiffusionPolicy, Reward, int]:
+def _resolve(task: str | Task | None, prior, reward, num_steps, device, correctors=None) -> tuple[Task | None, DiffusionPolicy, Reward, int]:
     task = get_task(task) if isinstance(task, str) else task
     if prior is None:
         if task is None:
@@ -142,19 +151,22 @@ def _resolve(task: str | Task | None, prior, reward, num_steps, device) -> tuple
     if num_steps is None:  # a given policy keeps its own respacing; otherwise the task's
         num_steps = prior.num_steps if isinstance(prior, DiffusionPolicy) else (task.num_steps if task else 100)
     policy = prior if isinstance(prior, DiffusionPolicy) else load_prior(prior, num_steps=num_steps, device=device)
-    policy.set_num_steps(num_steps)
+    policy.set_num_steps(num_steps, correctors)  # correctors None: the policy's own (0 for a loaded prior)
     return task, policy, reward, num_steps
 
 
 class _Denoising:
     """The lockstep core shared by the single and the vector env."""
 
-    def _setup(self, task, prior, reward, num_steps, device, num_envs: int) -> None:
+    def _setup(self, task, prior, reward, num_steps, device, num_envs: int, correctors: int | None = None) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1):
             raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-        self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device)
+        if correctors is not None and (isinstance(correctors, bool) or not isinstance(correctors, (int, np.integer)) or correctors < 0):
+            raise ValueError(f"correctors must be an integer >= 0, got {correctors!r}")
+        self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device, correctors)
+        self.episode_length = self.policy.episode_length
         self.prior = PriorAgent(self.policy)
         self.batch = num_envs
         self.t = 0
@@ -174,14 +186,17 @@ class _Denoising:
             if num_atoms.min() < 1 or num_atoms.max() > self.policy.n_max:
                 raise ValueError(f"num_atoms must be in 1..{self.policy.n_max}, got {num_atoms.tolist()}")
         self.state = self.policy.initial_state(self.batch, generator, num_atoms)
-        self.t = self.num_steps
+        self.t = self.episode_length
         self.last_result = None
         return state_to_obs(self.state, self.t)
 
     def _step_core(self, action, batched: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
         if self.state is None or self.t == 0:
             raise RuntimeError("call reset() before step(): the episode has ended")
-        self.state = action_to_state(action, self.state.mask, self.batch, self.policy, batched)
+        nxt = action_to_state(action, self.state.mask, self.batch, self.policy, batched)
+        if bool(self.policy.phase(self.t)[1]):
+            _check_held(self.state, nxt, batched)
+        self.state = nxt
         self.t -= 1
         rewards = np.zeros(self.batch)
         infos: list[dict] = [{} for _ in range(self.batch)]
@@ -197,6 +212,9 @@ class _Denoising:
         terminated = np.full(self.batch, self.t == 0)
         return state_to_obs(self.state, self.t), rewards, terminated, infos
 
+    def _next_kind(self) -> str:
+        return "end" if self.t == 0 else ("corrector" if bool(self.policy.phase(self.t)[1]) else "predictor")
+
     def _ansi(self, i: int = 0) -> str:
         if self.state is None:
             return "not reset\n"
@@ -204,7 +222,7 @@ class _Denoising:
         a, b, c = s.lattice.abc
         alpha, beta, gamma = s.lattice.angles
         return (
-            f"step {self.num_steps - self.t}/{self.num_steps} (t={self.t})  {s.composition.reduced_formula} ({len(s)} atoms)\n"
+            f"step {self.episode_length - self.t}/{self.episode_length} (t={self.t}, next: {self._next_kind()})  {s.composition.reduced_formula} ({len(s)} atoms)\n"
             f"  a={a:.3f} b={b:.3f} c={c:.3f} Å  alpha={alpha:.1f} beta={beta:.1f} gamma={gamma:.1f}\n"
         )
 
@@ -214,8 +232,8 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
 
     Observation: Dict of `types` (N_max, K) atom-type channels, `frac` (N_max, 3) fractional
     coordinates, `lattice` (3, 3) lattice rows in units of the prior's lattice scale, `mask`
-    (N_max,) real atoms, and `t`, the number of reverse steps still to take (T at reset, 0 at the
-    end). Action: the next, less noisy state as `types`, `frac`, `lattice`. The reward is 0 until
+    (N_max,) real atoms, and `t`, the number of actions still to take (T(1 + C) at reset, 0 at the
+    end; with no correctors, the reverse steps to go). Action: the next, less noisy state as `types`, `frac`, `lattice`. The reward is 0 until
     the last step; then `info` carries the `structure`, its `properties`, reward `components`,
     `success` and a `reason` when the crystal could not be scored.
     `env.unwrapped.prior.act(obs)` gives the pretrained policy's action.
@@ -231,6 +249,10 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
             policy's own respacing).
         render_mode: None or "ansi" (a text line per crystal: step, formula, lattice).
         device: torch device of the policy ("cpu", "cuda").
+        correctors: Langevin corrector steps before each predictor step (default: the given
+            policy's own, else 0). An episode then has T(1 + C) actions, and `t` counts them down:
+            `env.unwrapped.policy.phase(t)` says whether the next action is a corrector step,
+            which moves only the coordinates (types and lattice must be passed back unchanged).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -243,9 +265,10 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
         num_steps: int | None = None,
         render_mode: str | None = None,
         device: str = "cpu",
+        correctors: int | None = None,
     ):
-        self._setup(task, prior, reward, num_steps, device, num_envs=1)
-        self.observation_space, self.action_space = single_spaces(self.policy, self.num_steps)
+        self._setup(task, prior, reward, num_steps, device, num_envs=1, correctors=correctors)
+        self.observation_space, self.action_space = single_spaces(self.policy, self.episode_length)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
@@ -284,6 +307,7 @@ class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
         num_steps: as for `CrystalDenoisingEnv`.
         render_mode: None or "ansi" (one text line per crystal).
         device: torch device of the policy.
+        correctors: as for `CrystalDenoisingEnv`.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -297,10 +321,11 @@ class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
         num_steps: int | None = None,
         render_mode: str | None = None,
         device: str = "cpu",
+        correctors: int | None = None,
     ):
-        self._setup(task, prior, reward, num_steps, device, num_envs=num_envs)
+        self._setup(task, prior, reward, num_steps, device, num_envs=num_envs, correctors=correctors)
         self.num_envs = num_envs
-        self.single_observation_space, self.single_action_space = single_spaces(self.policy, self.num_steps)
+        self.single_observation_space, self.single_action_space = single_spaces(self.policy, self.episode_length)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = render_mode

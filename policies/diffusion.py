@@ -7,6 +7,13 @@ Every reverse step is an explicit distribution, per field:
 - fractional coordinates: wrapped Gaussian, VE ancestral mean, ancestral std (sigma_1 on the last step).
 
 Step index k runs from T (pure noise) down to 1; the action of step k is the state at step k-1.
+
+With C > 0 corrector steps per noise level (`set_num_steps(T, correctors=C)`), an episode has
+T(1 + C) actions: at each level, C Langevin corrector steps on the coordinates (as in DiffCSP's
+sampler), then the predictor step to the next level. A corrector step
+x' = x + gamma * score(x, t) + sqrt(2 * gamma) * z is again an explicit (wrapped) Gaussian in the
+coordinates, with atom types and lattice held, so its log-prob and KL are as exact as a
+predictor step's. Actions are indexed by n = T(1 + C) .. 1, the number still to take; see `phase`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from .network import CSPDenoiser, DenoiserConfig
 from .noise import Schedules, minimal_image, wrap, wrapped_normal_log_prob, wrapped_normal_score
 
 LOSS_WEIGHTS = {"lattice": 1.0, "frac": 1.0, "types": 20.0}  # DiffCSP's ab initio weights
+# Corrector step sizes for generation, DiffCSP's `recommand_step_lr` ('gen' mode, scripts/eval_utils.py);
+# the step at level t is lr * (sigma_t / sigma_min)^2, as its sampler scales it.
+CORRECTOR_STEP_LR = {"perov_5": 1e-6, "carbon_24": 1e-5}
+DEFAULT_CORRECTOR_STEP_LR = 1e-5
 
 
 @saveable
@@ -75,6 +86,16 @@ class StepDistribution:
     lattice_mean: torch.Tensor
     lattice_std: torch.Tensor
     mask: torch.Tensor
+    held: torch.Tensor | None = None  # (B,) bool: types and lattice stay as they are (a corrector step)
+
+    def _moving(self) -> torch.Tensor:
+        """1.0 where types and lattice move (a predictor step), 0.0 where they are held; shape (B,)."""
+        if self.held is None:
+            return torch.ones_like(self.types_std)
+        return (~self.held).to(self.types_std.dtype)
+
+    def _safe(self, std: torch.Tensor) -> torch.Tensor:
+        return std if self.held is None else torch.where(self.held, torch.ones_like(std), std)
 
     def sample(self, generator: torch.Generator | None = None) -> DiffusionState:
         """Draw x_{k-1}: Gaussian types and lattice, wrapped-Gaussian coordinates; padding stays zero."""
@@ -89,11 +110,16 @@ class StepDistribution:
         return DiffusionState(types, frac, lattice, self.mask)
 
     def log_prob(self, action: DiffusionState) -> torch.Tensor:
-        """Exact joint log-density, summed over atoms (mask respected) and fields; shape (B,)."""
+        """Exact joint log-density, summed over atoms (mask respected) and fields; shape (B,).
+
+        On a corrector step only the coordinates are random: held types and lattice add nothing.
+        """
         m = self.mask.to(self.types_mean.dtype)
-        types = _normal_log_prob(action.types, self.types_mean, self.types_std[:, None, None]).sum(-1)
+        moving = self._moving()
+        types_std, lattice_std = self._safe(self.types_std), self._safe(self.lattice_std)
+        types = _normal_log_prob(action.types, self.types_mean, types_std[:, None, None]).sum(-1) * moving[:, None]
         frac = wrapped_normal_log_prob(action.frac, self.frac_mean, self.frac_std[:, None, None].expand_as(self.frac_mean)).sum(-1)
-        lattice = _normal_log_prob(action.lattice, self.lattice_mean, self.lattice_std[:, None, None]).sum((-1, -2))
+        lattice = _normal_log_prob(action.lattice, self.lattice_mean, lattice_std[:, None, None]).sum((-1, -2)) * moving
         return ((types + frac) * m).sum(-1) + lattice
 
     def kl(self, other: StepDistribution) -> torch.Tensor:
@@ -101,11 +127,14 @@ class StepDistribution:
 
         For the wrapped coordinates this is the KL of the unwrapped Gaussians on the minimal-image
         mean difference: exact as std -> 0 and an upper bound otherwise (wrapping cannot raise KL).
+        Held fields (a corrector step) are the same point under both and add nothing.
         """
         m = self.mask.to(self.types_mean.dtype)
-        types = ((self.types_mean - other.types_mean) ** 2).sum(-1) / (2 * self.types_std[:, None] ** 2)
+        moving = self._moving()
+        types_std, lattice_std = self._safe(self.types_std), self._safe(self.lattice_std)
+        types = ((self.types_mean - other.types_mean) ** 2).sum(-1) / (2 * types_std[:, None] ** 2) * moving[:, None]
         frac = (minimal_image(self.frac_mean - other.frac_mean) ** 2).sum(-1) / (2 * self.frac_std[:, None] ** 2)
-        lattice = ((self.lattice_mean - other.lattice_mean) ** 2).sum((-1, -2)) / (2 * self.lattice_std**2)
+        lattice = ((self.lattice_mean - other.lattice_mean) ** 2).sum((-1, -2)) / (2 * lattice_std**2) * moving
         return ((types + frac) * m).sum(-1) + lattice
 
 
@@ -166,14 +195,40 @@ class DiffusionPolicy(nn.Module):
     def num_types(self) -> int:
         return len(self.spec.elements)
 
-    def set_num_steps(self, num_steps: int) -> None:
-        """Respace the sampler to T steps of the training grid (T = 1..num_timesteps)."""
+    def set_num_steps(self, num_steps: int, correctors: int | None = None, corrector_step_lr: float | None = None) -> None:
+        """Respace the sampler to T predictor steps of the training grid (T = 1..num_timesteps) and
+        `correctors` Langevin corrector steps per level (None keeps the current number, initially 0).
+
+        `corrector_step_lr` defaults to DiffCSP's value for the prior's dataset (`CORRECTOR_STEP_LR`).
+        """
+        if correctors is not None and correctors < 0:
+            raise ValueError(f"correctors must be >= 0, got {correctors}")
         self.num_steps = num_steps
+        self.correctors = correctors if correctors is not None else getattr(self, "correctors", 0)
+        if corrector_step_lr is not None:
+            if not corrector_step_lr > 0:
+                raise ValueError(f"corrector_step_lr must be > 0, got {corrector_step_lr}")
+            self.corrector_step_lr = corrector_step_lr
+        elif not hasattr(self, "corrector_step_lr"):
+            self.corrector_step_lr = CORRECTOR_STEP_LR.get(self.spec.name, DEFAULT_CORRECTOR_STEP_LR)
         taus = self.schedules.respaced(num_steps)
         if hasattr(self, "taus"):
             self.taus = taus.to(self.taus.device)
         else:
             self.register_buffer("taus", taus, persistent=False)
+
+    @property
+    def episode_length(self) -> int:
+        """Actions per episode: T predictor steps, each preceded by C corrector steps."""
+        return self.num_steps * (1 + self.correctors)
+
+    def phase(self, n: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """For action indices n (episode_length .. 1, the actions still to take): the noise level
+        k in T..1 and whether the action is a corrector step (else the predictor step k -> k-1)."""
+        n = torch.as_tensor(n, device=self.taus.device)
+        per_level = 1 + self.correctors
+        k = torch.div(n + per_level - 1, per_level, rounding_mode="floor")
+        return k, n - (k - 1) * per_level > 1
 
     def frozen_copy(self) -> DiffusionPolicy:
         """A copy whose weights never train: the KL reference."""
@@ -276,11 +331,15 @@ class DiffusionPolicy(nn.Module):
         lattice = torch.randn((batch_size, 3, 3), generator=generator, device=dev)
         return DiffusionState(types, frac, lattice, mask)
 
-    def step_distribution(self, state: DiffusionState, k: torch.Tensor | int) -> StepDistribution:
-        """p_theta(x_{k-1} | x_k) for step indices k in 1..T (a scalar or one per crystal)."""
-        k = torch.as_tensor(k, device=self.device).expand(len(state))
-        if k.min() < 1 or k.max() > self.num_steps:
-            raise ValueError(f"step index must be in 1..{self.num_steps}, got {k.min().item()}..{k.max().item()}")
+    def step_distribution(self, state: DiffusionState, n: torch.Tensor | int) -> StepDistribution:
+        """The distribution of the action with index n (1..episode_length; a scalar or one per crystal).
+
+        Without correctors n is the step index k and this is p_theta(x_{k-1} | x_k).
+        """
+        n = torch.as_tensor(n, device=self.device).expand(len(state))
+        if n.min() < 1 or n.max() > self.episode_length:
+            raise ValueError(f"step index must be in 1..{self.episode_length}, got {n.min().item()}..{n.max().item()}")
+        k, corrector = self.phase(n)
         sch = self.schedules
         t, s = self.taus[k], self.taus[k - 1]
         pred_a, pred_f, pred_l = self.network(state.types, state.frac, state.lattice, state.mask, t.float() / sch.num_timesteps)
@@ -307,7 +366,22 @@ class DiffusionPolicy(nn.Module):
         frac_std = torch.where(last, step_var, sig_s**2 * step_var / sig_t**2).sqrt()
         score = pred_f * sch.score_norm[t].sqrt()[:, None, None]
         frac_mean = wrap(state.frac + step_var[:, None, None] * score) * mask
-        return StepDistribution(types_mean, ddpm_std, frac_mean, frac_std, lattice_mean, ddpm_std, state.mask)
+        if not corrector.any():
+            return StepDistribution(types_mean, ddpm_std, frac_mean, frac_std, lattice_mean, ddpm_std, state.mask)
+        # Langevin corrector at level t: coordinates only, DiffCSP's step size.
+        gamma = self.corrector_step_lr * (sig_t / self.spec.sigma_min) ** 2
+        held = corrector[:, None, None]
+        zero = torch.zeros_like(ddpm_std)
+        return StepDistribution(
+            torch.where(held, state.types * mask, types_mean),
+            torch.where(corrector, zero, ddpm_std),
+            torch.where(held, wrap(state.frac + gamma[:, None, None] * score) * mask, frac_mean),
+            torch.where(corrector, (2 * gamma).sqrt(), frac_std),
+            torch.where(held, state.lattice, lattice_mean),
+            torch.where(corrector, zero, ddpm_std),
+            state.mask,
+            corrector,
+        )
 
     def sample(self, state: DiffusionState, k, generator: torch.Generator | None = None) -> tuple[DiffusionState, torch.Tensor]:
         """One reverse step from `state` at step index `k`: the action x_{k-1} and its exact log-prob, shape (B,)."""
@@ -337,13 +411,13 @@ class DiffusionPolicy(nn.Module):
         """Run the whole reverse process for `num` crystals, reproducibly for a given seed."""
         generator = torch.Generator(device=self.device).manual_seed(seed)
         batches = []
-        bar = tqdm(total=num * self.num_steps, desc="sampling", unit="step", disable=not progress)
+        bar = tqdm(total=num * self.episode_length, desc="sampling", unit="step", disable=not progress)
         for start in range(0, num, batch_size):
             size = min(batch_size, num - start)
             sizes = None if num_atoms is None else num_atoms[start : start + size]
             state = self.initial_state(size, generator, sizes)
-            for k in range(self.num_steps, 0, -1):
-                state = self.step_distribution(state, k).sample(generator)
+            for n in range(self.episode_length, 0, -1):
+                state = self.step_distribution(state, n).sample(generator)
                 bar.update(size)
             batches.append(self.decode(state))
         bar.close()

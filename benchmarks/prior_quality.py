@@ -35,9 +35,10 @@ def nearest_neighbour_percentiles(structures) -> list[float]:
     return [float(x) for x in np.percentile(distances, PERCENTILES)]
 
 
-def measure(prior: str, test: list, train: list, num: int, steps: int, seed: int) -> dict:
+def measure(prior: str, test: list, train: list | None, num: int, steps: int, seed: int, correctors: int = 0) -> dict:
     """Generation metrics against `test`, nearest-neighbour percentiles and cost per crystal of `num` samples of `prior`."""
     policy = load_prior(prior, num_steps=steps)
+    policy.set_num_steps(steps, correctors)
     start = time.perf_counter()
     with torch.no_grad():
         samples = policy.generate(num, seed=seed, batch_size=min(num, 256)).to_structures()
@@ -46,6 +47,7 @@ def measure(prior: str, test: list, train: list, num: int, steps: int, seed: int
         "prior": prior,
         "network": f"{policy.network.config.hidden}x{policy.network.config.layers}",
         "steps": steps,
+        "correctors": correctors,
         "seconds_per_crystal": seconds / num,
         "metrics": evaluate(samples, test, train, dataset=policy.spec.name or None),
         "nn": nearest_neighbour_percentiles(samples),
@@ -66,11 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--novelty", action="store_true", help="also compute novelty against the training split (slow on carbon_24)")
+    parser.add_argument("--correctors", type=int, default=0, help="Langevin corrector steps per level (default: %(default)s)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     splits = split_dataset(read_csv(args.data, skip_bad=True), args.split_seed)
     test, train = splits["test"].structures, splits["train"].structures
-    results = [measure(p, test, train, args.num, args.steps, args.seed) for p in args.prior]
+    known = train if args.novelty else None  # novelty matches every sample against the training split: slow for one-element data
+    results = [measure(p, test, known, args.num, args.steps, args.seed, args.correctors) for p in args.prior]
     results.append(ceiling(test, train, args.num, args.seed, load_prior(args.prior[0], num_steps=1).spec.name))
     keys = ("struct_validity", "comp_validity", "cov_recall", "cov_precision", "wdist_density", "uniqueness", "novelty")
     print(f"{args.num} samples per prior and {args.num} real training crystals, each against the held-out test split of {args.data}")

@@ -53,3 +53,22 @@ def test_coverage_counts_against_cutoffs():
     recall, precision = coverage(gen_s, gen_c, ref_s, ref_c, struct_cutoff=0.2, comp_cutoff=1.0)
     assert recall == 0.5  # only the first reference has a close sample
     assert precision == pytest.approx(1 / 3)  # the None fingerprint counts in the denominator
+
+
+def test_reference_fingerprints_are_cached_on_disk_by_content(tmp_path, monkeypatch):
+    from latticegym.benchmarks import metrics
+
+    monkeypatch.setenv("LATTICEGYM_CACHE", str(tmp_path))
+    calls = []
+    real = metrics.fingerprints
+    monkeypatch.setattr(metrics, "fingerprints", lambda s, *a, **k: calls.append(len(s)) or real(s, *a, **k))
+    crystals = [perovskite(), rocksalt()]
+    first = metrics.cached_fingerprints(crystals, workers=1)
+    again = metrics.cached_fingerprints(crystals, workers=1)
+    assert calls == [2] and len(list((tmp_path / "fingerprints").glob("*.npz"))) == 1
+    np.testing.assert_allclose(first[1], again[1])
+    assert all(np.allclose(a, b) for a, b in zip(first[0], again[0]))
+    moved = perovskite()
+    moved.translate_sites([0], [0.01, 0, 0])
+    metrics.cached_fingerprints([moved, rocksalt()], workers=1)
+    assert calls == [2, 2]  # another crystal, another key

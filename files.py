@@ -130,8 +130,10 @@ def to_plain(obj):
         return {"__dataclass__": name, "fields": {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
     if isinstance(obj, dict):
         return {k: to_plain(v) for k, v in obj.items()}  # a Counter becomes a plain dict
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_plain(x) for x in obj) if type(obj) in (list, tuple) else [to_plain(x) for x in obj]
+    if isinstance(obj, tuple) and type(obj) is tuple:
+        return tuple(to_plain(x) for x in obj)
+    if isinstance(obj, (list, tuple)):  # lists, and named tuples as lists
+        return [to_plain(x) for x in obj]
     return obj
 
 

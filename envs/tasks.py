@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 COST_CHEAP, COST_SINGLE_POINT, COST_RELAXATION = "cheap", "MLIP single-point", "MLIP relaxation"
+# Carbon tasks are one-element by design; every other guard (validity, density) stays on.
+ONE_ELEMENT = {"guards": {"min_elements": 1}}
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ TASKS = {
             COST_SINGLE_POINT,
             (("magnetic_density", ">=", 0.05), ("hhi", "<=", 1250.0)),
         ),
-        Task("CarbonDensity", "carbon_24", "density_target", "density 3.6 ± 0.05 g/cm^3", COST_CHEAP, (("density", "in", (3.55, 3.65)),)),
+        Task("CarbonDensity", "carbon_24", "density_target", "density 3.6 ± 0.05 g/cm^3", COST_CHEAP, (("density", "in", (3.55, 3.65)),), ONE_ELEMENT),
         Task(
             "CarbonLowEnergy",
             "carbon_24",
@@ -92,8 +94,9 @@ TASKS = {
             "CHGNet energy above diamond <= 0.05 eV/atom",
             COST_SINGLE_POINT,
             (("energy_above_reference", "<=", 0.05),),
+            ONE_ELEMENT,
         ),
-        Task("CarbonBulkModulus", "carbon_24", "bulk_modulus", "CHGNet bulk modulus >= 400 GPa (superhard)", COST_RELAXATION, (("bulk_modulus", ">=", 400.0),)),
+        Task("CarbonBulkModulus", "carbon_24", "bulk_modulus", "CHGNet bulk modulus >= 400 GPa (superhard)", COST_RELAXATION, (("bulk_modulus", ">=", 400.0),), ONE_ELEMENT),
     ]
 }
 

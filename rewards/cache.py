@@ -1,4 +1,4 @@
-"""Never evaluate the same crystal twice: a cache keyed by structure, up to symmetry and tolerance."""
+"""Never evaluate the same crystal twice: a cache keyed by structure, up to symmetry and a tight tolerance."""
 
 from __future__ import annotations
 
@@ -12,17 +12,29 @@ from pymatgen.core import Structure
 from .base import PropertySource, PropertyValues
 
 
-class Cached(PropertySource):
-    """Wraps a property source; a crystal that matches (StructureMatcher) one seen before reuses its value.
+def same_crystal_matcher() -> StructureMatcher:
+    """A matcher for "the same crystal", not pymatgen's default "the same prototype".
 
-    Matching is tried only within the same reduced formula, so lookups stay cheap. Duplicates within
-    one batch are evaluated once too. `evaluations` counts real evaluations only; `hits` counts reuses.
+    No volume scaling, no supercells, and tolerances under what changes an MLIP value: 0.2% in
+    lattice lengths, 0.1° in angles, and 0.005 in site displacement normalised by (V/N)^(1/3)
+    (about 0.01 Å for a perovskite). A 1% strain or a 0.05 Å displacement is another crystal; an
+    origin shift, a permutation of sites or another setting of the same cell is not.
+    """
+    return StructureMatcher(ltol=0.002, stol=0.005, angle_tol=0.1, primitive_cell=False, scale=False, attempt_supercell=False)
+
+
+class Cached(PropertySource):
+    """Wraps a property source; a crystal that is the same as one seen before (`same_crystal_matcher`) reuses its value.
+
+    Matching is tried only within the same reduced formula and atom count, so lookups stay cheap.
+    Duplicates within one batch are evaluated once too. `evaluations` counts real evaluations only;
+    `hits` counts reuses.
     """
 
     def __init__(self, source: PropertySource, matcher: StructureMatcher | None = None):
         self.source = source
         self.name, self.unit, self.cost = source.name, source.unit, source.cost
-        self.matcher = matcher or StructureMatcher()
+        self.matcher = matcher or same_crystal_matcher()
         self._store: dict[str, list[tuple[Structure, float, str]]] = defaultdict(list)
         self.hits = 0
 
@@ -60,7 +72,7 @@ class Cached(PropertySource):
                 values[i], reasons[i] = found
                 self.hits += 1
                 continue
-            twin = next((j for j in pending if structures[j].composition.reduced_formula == formula and self.matcher.fit(s, structures[j])), None)
+            twin = next((j for j in pending if structures[j].composition.reduced_formula == formula and len(structures[j]) == len(s) and self.matcher.fit(s, structures[j])), None)
             if twin is None:
                 pending.append(i)
             else:

@@ -29,26 +29,28 @@ class Objective:
 class Guards:
     """Checks before any property is computed; a crystal that fails one is a failure with a reason.
 
-    `min_elements` guards against the single-element winners that reward hacking produces.
+    Every guard is on by default. `compositional_validity` is SMACT charge neutrality with the
+    Pauling test (CDVAE's rule); `min_elements` guards against the single-element winners that
+    reward hacking produces (set it to 1 for one-element tasks such as carbon).
     `max_atoms_per_a3` refuses crushed cells before an MLIP sees them (their neighbour graphs cost
     gigabytes); the default is `crystal.MAX_ATOMS_PER_A3`, set from the shared data with a margin.
     """
 
     structural_validity: bool = True
-    compositional_validity: bool = False
-    min_elements: int = 1
+    compositional_validity: bool = True
+    min_elements: int = 2
     max_atoms_per_a3: float | None = MAX_ATOMS_PER_A3
 
     def check(self, structure: Structure) -> str:
         """Why `structure` must not be scored ("" when it passes every guard)."""
-        if self.max_atoms_per_a3 is not None and structure.volume > 0:
-            density = len(structure) / structure.volume
-            if density > self.max_atoms_per_a3:
-                return f"{structure.composition.reduced_formula} is crushed: {density:.3f} atoms/Å^3 > {self.max_atoms_per_a3}"
         if self.structural_validity:
             v = structural_validity(structure)
             if not v:
                 return f"invalid structure: {v.reason}"
+        if self.max_atoms_per_a3 is not None and structure.volume > 0:
+            density = len(structure) / structure.volume
+            if density > self.max_atoms_per_a3:
+                return f"{structure.composition.reduced_formula} is crushed: {density:.3f} atoms/Å^3 > {self.max_atoms_per_a3}"
         if len(structure.composition.elements) < self.min_elements:
             return f"{structure.composition.reduced_formula} has fewer than {self.min_elements} elements"
         if self.compositional_validity:

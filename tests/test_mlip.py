@@ -5,7 +5,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from latticegym.rewards.cache import Cached
-from latticegym.rewards.composite import CompositeReward, Objective
+from latticegym.rewards.composite import CompositeReward, Guards, Objective
 from latticegym.rewards.filters import DiversityFilter
 from latticegym.rewards.library import diamond
 from latticegym.rewards.mlip import MLIP, MLIPError
@@ -63,7 +63,7 @@ def test_relaxation_timeout_and_explosion_are_reported(mlip):
 
 def test_cached_chgnet_reward_reuses_evaluations(mlip):
     source = EnergyPerAtom(mlip)
-    reward = CompositeReward([Objective(Cached(source))], filters=[DiversityFilter()])
+    reward = CompositeReward([Objective(Cached(source))], guards=Guards(min_elements=1), filters=[DiversityFilter()])
     first = reward([perovskite(), rocksalt()])
     second = reward([perovskite(), rocksalt(), diamond()])
     assert source.evaluations == 3

@@ -74,17 +74,18 @@ class Flaky(PropertySource):
 
 def test_a_crashing_model_fails_only_its_crystal_and_counts_once():
     source = Flaky()
-    result = CompositeReward([Objective(source)])([perovskite(), rocksalt(), diamond()])
+    result = CompositeReward([Objective(source)], guards=Guards(min_elements=1))([perovskite(), rocksalt(), diamond()])
     assert result.ok.tolist() == [True, False, True]
     assert result.properties["flaky"][0] == 5 and result.properties["flaky"][2] == 2
     assert "model crashed" in result.reasons[1]
     assert source.evaluations == 3
 
 
-def test_min_elements_guard():
-    reward = CompositeReward([Objective(Density())], guards=Guards(min_elements=2))
-    result = reward([diamond(), perovskite()])
-    assert result.ok.tolist() == [False, True] and "fewer than 2 elements" in result.reasons[0]
+def test_guards_are_on_by_default():
+    result = CompositeReward([Objective(Density())])([diamond(), perovskite(), Structure(Lattice.cubic(4.0), ["Li", "Li", "F", "F", "F"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]])])
+    assert result.ok.tolist() == [False, True, False]
+    assert "fewer than 2 elements" in result.reasons[0] and "invalid composition" in result.reasons[2]  # Li2F3 is not charge balanced
+    assert CompositeReward([Objective(Density())], guards=Guards(min_elements=1))([diamond()]).ok[0]
 
 
 def test_cache_never_evaluates_the_same_crystal_twice():
@@ -163,3 +164,24 @@ def test_crushed_cells_are_refused_before_any_property_is_computed():
     assert not result.ok[0] and "crushed" in result.reasons[0] and result.ok[1]
     assert source.evaluations == 1  # only the real perovskite reached the source
     assert CompositeReward([Objective(Density())], guards=Guards(max_atoms_per_a3=None))([crushed]).ok[0]
+
+
+def test_cache_gives_strained_and_displaced_copies_their_own_value():
+    from pymatgen.core.operations import SymmOp
+
+    source = Density()
+    cached = Cached(source)
+    original = perovskite()
+    cached([original])
+    strained = [original.copy() for _ in range(4)]
+    strained[0].scale_lattice(original.volume * 0.8)
+    strained[1].scale_lattice(original.volume * 1.25)
+    strained[2].apply_strain([0.01, 0.0, 0.0])  # 1% along a
+    strained[3].translate_sites([1], [0.05 / original.lattice.a, 0, 0])  # Ti moved 0.05 Å
+    same = original.copy()
+    same.apply_operation(SymmOp.from_axis_angle_and_translation([0, 0, 1], 90))
+    same.translate_sites(list(range(5)), [0.25, 0.5, 0.125])
+    result = cached(strained + [same])
+    assert source.evaluations == 1 + 4 and cached.hits == 1  # four new crystals, one true repeat
+    np.testing.assert_allclose(result.values[:4], [s.density for s in strained])
+    assert result.values[0] != result.values[1] != result.values[4]

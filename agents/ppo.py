@@ -103,6 +103,7 @@ class PPO:
         data = fresh
         replayed = 0
         if self.replay is not None:
+            self.replay.purge_penalised(rollout)  # a stored winner the filter now zeroes is no winner
             old = self.replay.sample(round(len(fresh) * cfg.replay_mix / (1 - cfg.replay_mix)), self.rng)
             if old is not None:
                 old = old.to(fresh.rewards.device)

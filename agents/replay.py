@@ -28,9 +28,15 @@ class Replay:
     def __len__(self) -> int:
         return 0 if self.buffer is None else len(self.buffer)
 
-    def add(self, batch: Trajectories, structures: Sequence, eligible: np.ndarray, top_k: int, iteration: int) -> None:
-        """Offer the `top_k` best eligible trajectories of a batch; keep the best per key, then the best `capacity`."""
-        order = [i for i in np.argsort(-batch.rewards.cpu().numpy(), kind="stable") if eligible[i]][:top_k]
+    def add(self, batch: Trajectories, structures: Sequence, eligible: np.ndarray, top_k: int, iteration: int, min_reward: float | None = None) -> None:
+        """Offer the `top_k` best eligible trajectories of a batch; keep the best per key, then the best `capacity`.
+
+        With `min_reward`, only trajectories whose reward is above it are kept (MatInvent's reward cut-off).
+        """
+        rewards = batch.rewards.cpu().numpy()
+        if min_reward is not None:
+            eligible = np.asarray(eligible) & (rewards > min_reward)
+        order = [i for i in np.argsort(-rewards, kind="stable") if eligible[i]][:top_k]
         if not order:
             return
         new = batch.index(order).to("cpu")
@@ -44,8 +50,14 @@ class Replay:
         keep = sorted(best.values(), key=lambda i: -rewards[i])[: self.capacity]
         self.buffer = pool.index(sorted(keep))
 
+    def purge_penalised(self, rollout) -> None:
+        """Drop entries whose key the diversity filter zeroed in this batch (MatInvent's `memory_purge`)."""
+        factors = rollout.result.components.get("diversity")
+        if factors is not None:
+            self.purge({self.keys(rollout.structures[i]) for i in np.flatnonzero(np.asarray(factors) == 0)})
+
     def purge(self, keys: set[str]) -> None:
-        """Drop entries whose key the diversity filter now penalises (MatInvent's memory purge)."""
+        """Drop entries whose key is in `keys`."""
         if self.buffer is None or not keys:
             return
         keep = [i for i, k in enumerate(self.buffer.extra["key"]) if k not in keys]

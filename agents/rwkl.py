@@ -1,16 +1,21 @@
-"""MatInvent's update (reward-weighted denoising with a KL-style regulariser), as its paper and code describe it.
+"""MatInvent's update (reward-weighted denoising with a KL-style regulariser), as its released code does it.
 
-Per iteration, as in MatInvent's released `pipeline/mat_invent.py`:
-- the reward already carries MatInvent's diversity filter (by composition, counting the crystal itself);
-- keep the top-k crystals of the batch by reward; replayed crystals join them, then the top-k enter
-  the replay memory (deduplicated by composition), after crystals the filter penalised are purged;
-- re-noise the final (unrelaxed) crystals at random training timesteps and minimise
-  r * denoising_error + sigma * (1.1 - r) * |agent output - prior output|^2,
-  one optimizer step per noise draw, with a fresh Adam every iteration.
-No per-step log-probabilities, no baseline or advantage: the "KL" is an output MSE, not a KL.
+Per iteration, as in `pipeline/mat_invent.py` (`rl_step`, `ft_step`) with the settings of
+`configs/pipeline/mat_invent.yaml` and `configs/model/diffcsp.yaml`:
+- the reward carries the diversity filter (by composition, tol 3, buffer 6, the whole batch counted);
+- keep the top half of the batch by reward; replay's crystals join them (10 drawn from a 100-crystal,
+  composition-deduplicated memory holding rewards above 0.1, purged of what the filter zeroed);
+- for 3 epochs, sweep every training timestep from the noisiest down, re-noise the final (unrelaxed)
+  crystals there and accumulate the gradient of
+  mean(r * denoising_error + sigma * (1.1 - r) * output_mse(agent, prior)) / 50,
+  stepping a fresh Adam (lr 1e-4) every 50 timesteps; sigma 0.025.
+The denoising error weighs the fields with DiffCSP's loss costs; the regulariser is the unweighted sum
+of the three per-field output MSEs (`calc_kl_reg`). No log-probabilities, baseline or advantage:
+the "KL" is an output MSE, not a KL.
 
-Where this differs from MatInvent: the denoiser is ours (DiffCSP-style, not MatterGen), the output MSE
-uses our per-field loss weights, and the crystals are re-noised through our noise processes.
+Where our model forces a difference: the denoiser is ours (DiffCSP-style), its type channels are the
+prior's element vocabulary rather than 100 atomic numbers, and the crystals are re-noised through our
+noise processes (the same 1000-step training grid).
 """
 
 from __future__ import annotations
@@ -25,31 +30,38 @@ from .options import check_ranges
 from .replay import Replay
 from .rollout import Rollout, Trajectories
 
+UNWEIGHTED = {"types": 1.0, "frac": 1.0, "lattice": 1.0}  # MatInvent's calc_kl_reg sums the three MSEs as they are
+
 
 @dataclass
 class RWKLConfig:
-    """MatInvent-style reward-weighted KL fine-tuning settings.
+    """MatInvent's fine-tuning settings; the defaults are its released ones for DiffCSP models.
 
     Attributes:
-        lr: Adam learning rate (a fresh Adam each iteration).
-        topk_ratio: fraction of each batch, best first, that the update trains on; in (0, 1].
-        epochs: passes over the selected crystals per iteration.
-        noise_draws: re-noisings of the selected crystals per epoch, one optimizer step each.
-        sigma: weight of the regulariser towards the prior's outputs.
-        replay_capacity: composition-keyed replay size (0 disables replay).
-        replay_sample: replayed crystals added to each update.
+        lr: Adam learning rate, a fresh Adam every iteration (`configs/model/diffcsp.yaml`: 1e-4).
+        topk_ratio: fraction of each batch, best first, that the update trains on (`mat_invent.yaml`: 0.5).
+        epochs: passes per iteration (`finetune_cfg.epochs`: 3).
+        timesteps: training timesteps swept per epoch, evenly spaced over the grid, noisiest first
+            (`diffcsp.yaml` `timesteps`: 1000, every one).
+        accum_steps: timesteps whose gradients are accumulated per optimizer step (`accum_steps`: 50).
+        sigma: weight of the regulariser towards the prior's outputs (`sigma`: 0.025).
+        replay_capacity: composition-deduplicated replay memory (`replay_args.buffer_size`: 100; 0 disables it).
+        replay_sample: replayed crystals added to each update (`sample_size`: 10).
+        replay_cutoff: only crystals with a reward above this stay in replay (`reward_cutoff`: 0.1).
     """
 
     lr: float = 1e-4
     topk_ratio: float = 0.5
-    epochs: int = 1
-    noise_draws: int = 10  # MatInvent's `timesteps`: re-noisings per epoch, one optimizer step each
-    sigma: float = 1.0  # weight of the regulariser
-    replay_capacity: int = 64
-    replay_sample: int = 8  # replayed crystals per update
+    epochs: int = 3
+    timesteps: int = 1000
+    accum_steps: int = 50
+    sigma: float = 0.025
+    replay_capacity: int = 100
+    replay_sample: int = 10
+    replay_cutoff: float = 0.1
 
     def __post_init__(self):
-        check_ranges(self, positive=("lr",), at_least_one=("epochs", "noise_draws"), non_negative=("sigma", "replay_capacity", "replay_sample"), unit=("topk_ratio",))
+        check_ranges(self, positive=("lr",), at_least_one=("epochs", "timesteps", "accum_steps"), non_negative=("sigma", "replay_capacity", "replay_sample"), unit=("topk_ratio",))
 
 
 class RewardWeightedKL:
@@ -63,7 +75,7 @@ class RewardWeightedKL:
     """
 
     name = "rwkl"
-    default_diversity: dict | None = {"mode": "composition", "count_self": True}
+    default_diversity: dict | None = {"mode": "composition", "tol": 3, "buffer": 6}  # configs/pipeline/mat_invent.yaml
 
     def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: RWKLConfig | None = None, seed: int = 0):
         self.policy, self.prior = policy, prior
@@ -78,33 +90,38 @@ class RewardWeightedKL:
         top = np.argsort(-rewards, kind="stable")[: max(1, int(len(batch) * cfg.topk_ratio))]
         chosen = batch.index(top)
         if self.replay is not None:
-            penalised = rollout.result.components.get("diversity", np.ones(len(batch))) < 1
-            self.replay.purge({self.replay.keys(rollout.structures[i]) for i in np.flatnonzero(penalised)})
+            self.replay.purge_penalised(rollout)
             old = self.replay.sample(cfg.replay_sample, self.rng)
-            self.replay.add(batch, rollout.structures, np.isin(np.arange(len(batch)), top), len(top), iteration)
+            self.replay.add(batch, rollout.structures, np.isin(np.arange(len(batch)), top), len(top), iteration, min_reward=cfg.replay_cutoff)
             if old is not None:
                 chosen = Trajectories.cat([chosen, old.to(batch.rewards.device)])
         # Re-noise clean crystals: one-hot types, as MatInvent trains on decoded samples.
         x0 = self.policy.encode(self.policy.decode(chosen.final))
         weights = chosen.rewards.to(x0.types.device)
+        grid = self.policy.schedules.num_timesteps
+        levels = torch.linspace(grid, 1, min(cfg.timesteps, grid)).round().long().tolist()
 
-        optimizer = torch.optim.Adam(self.policy.network.parameters(), lr=cfg.lr)  # reset every iteration, as MatInvent
+        optimizer = torch.optim.Adam(self.policy.network.parameters(), lr=cfg.lr)  # fresh every iteration, as MatInvent
         losses, regs = [], []
         self.policy.train()
         for _ in range(cfg.epochs):
-            for _ in range(cfg.noise_draws):
-                noisy = self.policy.corrupt(x0, self.rng)
+            optimizer.zero_grad()
+            for j, t in enumerate(levels):
+                noisy = self.policy.corrupt(x0, self.rng, t=t)
                 pred = self.policy.predict(noisy)
                 with torch.no_grad():
                     prior_pred = self.prior.predict(noisy)
                 error = self.policy.per_crystal_error(pred, noisy.targets, x0.mask)
-                reg = self.policy.per_crystal_error(pred, prior_pred, x0.mask)
+                reg = self.policy.per_crystal_error(pred, prior_pred, x0.mask, weights=UNWEIGHTED)
                 loss = (weights * error + cfg.sigma * (1.1 - weights) * reg).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                (loss / cfg.accum_steps).backward()
+                if (j + 1) % cfg.accum_steps == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
                 losses.append(loss.item())
                 regs.append(reg.mean().item())
+            if len(levels) % cfg.accum_steps:
+                optimizer.step()
         self.policy.eval()
         return {"policy_loss": float(np.mean(losses)), "output_mse": float(np.mean(regs)), "trained_on": float(len(weights))}
 

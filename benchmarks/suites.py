@@ -49,16 +49,19 @@ class Suite:
     description: str = ""
 
 
+# The quick suite is a pipeline test: MatInvent's full sweep (3 epochs x 1000 timesteps) would take most of CI's time.
+QUICK_OPTIONS = {"rwkl": {"timesteps": 100}}
+
 SUITES = {
     s.name: s
     for s in [
         Suite(
             "quick",
             (
-                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=192, batch_size=16, steps=20, hull_references=200),
-                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=128, batch_size=16, steps=20, hull_references=200),
+                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=192, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS),
+                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=128, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS),
             ),
-            "CI-sized: two perov_5 tasks, T=20, batch 16, a few iterations; a smoke test of the whole pipeline, not a result",
+            "CI-sized: two perov_5 tasks, T=20, batch 16, a few iterations, rwkl sweeping 100 of the 1000 timesteps; a smoke test of the whole pipeline, not a result",
         ),
         Suite(
             "standard",

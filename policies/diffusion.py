@@ -263,12 +263,15 @@ class DiffusionPolicy(nn.Module):
         return CrystalBatch(atom_types, frac, lattice, mask)
 
     # ------------------------------------------------------------------ training
-    def corrupt(self, x0: DiffusionState, generator: torch.Generator | None = None) -> Corrupted:
-        """Noise clean crystals to uniformly drawn training timesteps; returns inputs and regression targets."""
+    def corrupt(self, x0: DiffusionState, generator: torch.Generator | None = None, t: torch.Tensor | int | None = None) -> Corrupted:
+        """Noise clean crystals to training timesteps `t` (default: drawn uniformly per crystal); returns inputs and regression targets."""
         b, n, k = x0.types.shape
         dev = x0.types.device
         sch = self.schedules
-        t = torch.randint(1, sch.num_timesteps + 1, (b,), generator=generator, device=dev)
+        if t is None:
+            t = torch.randint(1, sch.num_timesteps + 1, (b,), generator=generator, device=dev)
+        else:
+            t = torch.as_tensor(t, device=dev).expand(b)
         ab = sch.alpha_bar[t]
         sigma = sch.sigma[t]
         mask = x0.mask.to(x0.types.dtype)[..., None]
@@ -304,14 +307,15 @@ class DiffusionPolicy(nn.Module):
         return parts
 
     @staticmethod
-    def per_crystal_error(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...], mask: torch.Tensor) -> torch.Tensor:
-        """The weighted denoising squared error between two (types, frac, lattice) triples, per crystal; shape (B,)."""
+    def per_crystal_error(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...], mask: torch.Tensor, weights: dict[str, float] = LOSS_WEIGHTS) -> torch.Tensor:
+        """The per-field mean squared errors between two (types, frac, lattice) triples, summed with
+        `weights` (default: the training loss weights), per crystal; shape (B,)."""
         m = mask.to(a[0].dtype)
         atoms = m.sum(-1).clamp(min=1)
         types = ((a[0] - b[0]) ** 2).mean(-1).mul(m).sum(-1) / atoms
         frac = ((a[1] - b[1]) ** 2).mean(-1).mul(m).sum(-1) / atoms
         lattice = ((a[2] - b[2]) ** 2).mean((-1, -2))
-        return LOSS_WEIGHTS["types"] * types + LOSS_WEIGHTS["frac"] * frac + LOSS_WEIGHTS["lattice"] * lattice
+        return weights["types"] * types + weights["frac"] * frac + weights["lattice"] * lattice
 
     # ------------------------------------------------------------------ the MDP
     def initial_state(

@@ -43,19 +43,21 @@ class CrystalKeys:
 
 
 class DiversityFilter:
-    """Penalise repeats across the whole run (MatInvent).
+    """Penalise repeats across the whole run, as MatInvent's released code does (`memory/ltm.py`).
 
-    With occ the number of earlier rewarded crystals with the same key, the reward is kept while
-    occ <= tol, multiplied by (buffer - occ) / (buffer - tol) between, and set to 0 at occ >= buffer.
-    `mode="composition"` keys by reduced formula (MatInvent); `mode="structure"` by structure match,
-    so polymorphs of one formula are not repeats. MatInvent's released code counts the crystal itself
-    in its own occurrence; `count_self=True` reproduces that for the baseline.
+    Every scored crystal of the batch first enters the memory (`ltm.extend` runs before
+    `div_filter`); then, with occ the number of crystals in memory with the same key (the crystal
+    itself and its batch-mates included), the reward is kept while occ <= tol, multiplied by
+    (buffer - occ) / (buffer - tol) between, and set to 0 at occ >= buffer. MatInvent's settings
+    are tol 3, buffer 6 (`configs/pipeline/mat_invent.yaml`). `mode="composition"` keys by reduced
+    formula (MatInvent); `mode="structure"` by structure match, so polymorphs are not repeats.
+    Every agent gets this one filter.
     """
 
-    def __init__(self, mode: str = "composition", tol: int = 3, buffer: int = 6, count_self: bool = False):
+    def __init__(self, mode: str = "composition", tol: int = 3, buffer: int = 6):
         if not 0 <= tol < buffer:
             raise ValueError(f"need 0 <= tol < buffer, got tol={tol}, buffer={buffer}")
-        self.tol, self.buffer, self.count_self = tol, buffer, count_self
+        self.tol, self.buffer = tol, buffer
         self.keys = CrystalKeys(mode)
         self.counts: Counter = Counter()
 
@@ -79,15 +81,9 @@ class DiversityFilter:
         return (self.buffer - occ) / (self.buffer - self.tol)
 
     def __call__(self, structures: Sequence[Structure], values: np.ndarray, ok: np.ndarray):
+        keys = {i: self.keys(s) for i, s in enumerate(structures) if ok[i]}
+        self.counts.update(keys.values())  # the whole batch enters the memory first
         factors = np.ones(len(structures))
-        for i, s in enumerate(structures):
-            if not ok[i]:
-                continue
-            key = self.keys(s)
-            if self.count_self:
-                self.counts[key] += 1
-                factors[i] = self.multiplier(self.counts[key])
-            else:
-                factors[i] = self.multiplier(self.counts[key])
-                self.counts[key] += 1
+        for i, key in keys.items():
+            factors[i] = self.multiplier(self.counts[key])
         return values * factors, {}, {"diversity": factors}

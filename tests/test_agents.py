@@ -125,7 +125,7 @@ def test_reward_weighted_kl_trains_on_top_k_with_a_fresh_optimizer(prior):
     env = make_env(prior)
     policy = trainable(prior)
     rollout = collect(env, policy, torch.Generator().manual_seed(6), seed=6)
-    agent = RewardWeightedKL(policy, prior, RWKLConfig(noise_draws=2, replay_sample=2))
+    agent = RewardWeightedKL(policy, prior, RWKLConfig(timesteps=4, accum_steps=2, epochs=1, replay_sample=2))
     weights = [p.clone() for p in policy.network.parameters()]
     stats = agent.update(rollout, 0)
     assert stats["trained_on"] == 4  # top half of 8, replay still empty
@@ -133,3 +133,37 @@ def test_reward_weighted_kl_trains_on_top_k_with_a_fresh_optimizer(prior):
     assert "optimizer" not in agent.state_dict()
     stats = agent.update(collect(env, policy, torch.Generator().manual_seed(7)), 1)
     assert stats["trained_on"] == 6
+
+
+def test_reward_weighted_kl_sweeps_timesteps_noisiest_first_with_accumulation(prior, monkeypatch):
+    env = make_env(prior)
+    policy = trainable(prior)
+    rollout = collect(env, policy, torch.Generator().manual_seed(6), seed=6)
+    seen, steps = [], []
+    real_corrupt = policy.corrupt
+    monkeypatch.setattr(policy, "corrupt", lambda x0, g, t=None: seen.append(t) or real_corrupt(x0, g, t=t))
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k))
+    RewardWeightedKL(policy, prior, RWKLConfig(timesteps=10, accum_steps=4, epochs=2, replay_capacity=0)).update(rollout, 0)
+    sweep = [1000, 889, 778, 667, 556, 445, 334, 223, 112, 1]
+    assert seen == sweep * 2 and len(steps) == 2 * 3  # ceil(10 / 4) optimizer steps per epoch
+
+
+def test_reward_weighted_kl_defaults_are_matinvents_released_settings():
+    cfg = RWKLConfig()
+    assert (cfg.lr, cfg.topk_ratio, cfg.epochs, cfg.timesteps, cfg.accum_steps, cfg.sigma) == (1e-4, 0.5, 3, 1000, 50, 0.025)
+    assert (cfg.replay_capacity, cfg.replay_sample, cfg.replay_cutoff) == (100, 10, 0.1)
+    assert RewardWeightedKL.default_diversity == {"mode": "composition", "tol": 3, "buffer": 6}
+
+
+def test_replay_keeps_only_rewards_above_the_cutoff_and_purges_zeroed_keys(prior):
+    env = make_env(prior)
+    rollout = collect(env, prior, torch.Generator().manual_seed(3), seed=3)
+    traj = rollout.trajectories
+    traj.rewards = torch.tensor([0.05, 0.5, 0.2, 0.1, 0.9, 0.0, 0.3, 0.6])
+    replay = Replay(capacity=8, dedup="structure")
+    replay.add(traj, rollout.structures, np.ones(8, dtype=bool), top_k=8, iteration=0, min_reward=0.1)
+    assert sorted(replay.buffer.rewards.tolist()) == pytest.approx([0.2, 0.3, 0.5, 0.6, 0.9])
+    rollout.result.components["diversity"] = np.where(np.arange(8) == 4, 0.0, 1.0)  # the 0.9 crystal is now zeroed
+    replay.purge_penalised(rollout)
+    assert max(replay.buffer.rewards.tolist()) == pytest.approx(0.6) and len(replay) == 4

@@ -104,25 +104,25 @@ def test_cache_never_evaluates_the_same_crystal_twice():
 
 
 def test_diversity_filter_follows_matinvent_rule():
+    # MatInvent: the whole batch enters the memory, then each crystal's occurrence count includes its batch-mates.
     f = DiversityFilter(tol=3, buffer=6)
-    s = [perovskite()] * 8
-    values, _, comps = f(s, np.ones(8), np.ones(8, dtype=bool))
-    np.testing.assert_allclose(comps["diversity"], [1, 1, 1, 1, 2 / 3, 1 / 3, 0, 0])
-    faithful = DiversityFilter(tol=3, buffer=6, count_self=True)
-    _, _, comps = faithful(s, np.ones(8), np.ones(8, dtype=bool))
-    np.testing.assert_allclose(comps["diversity"], [1, 1, 1, 2 / 3, 1 / 3, 0, 0, 0])
-    np.testing.assert_allclose(values, comps["diversity"] * 0 + [1, 1, 1, 1, 2 / 3, 1 / 3, 0, 0])
+    ok = np.ones(2, dtype=bool)
+    factors = [f([perovskite(), perovskite()], np.ones(2), ok)[2]["diversity"].tolist() for _ in range(4)]
+    np.testing.assert_allclose(factors, [[1, 1], [2 / 3, 2 / 3], [0, 0], [0, 0]])  # occ = 2, 4, 6, 8 after each batch
+    values, _, comps = DiversityFilter(tol=3, buffer=6)([perovskite()] * 5 + [rocksalt()], np.full(6, 0.5), np.ones(6, dtype=bool))
+    np.testing.assert_allclose(comps["diversity"], [1 / 3] * 5 + [1])  # occ 5: (6 - 5) / (6 - 3)
+    np.testing.assert_allclose(values, 0.5 * comps["diversity"])
 
 
 def test_diversity_structure_mode_does_not_count_polymorphs():
     layered = [[0, 0, 0], [0, 0, 0.5], [0.5, 0.5, 0], [0.5, 0.5, 0.5], [0.5, 0, 0.25]]
     polymorph = Structure(Lattice.tetragonal(4.0, 8.0), ["Sr", "Ti", "O", "O", "O"], layered)
-    by_comp = DiversityFilter(mode="composition", tol=0, buffer=2)
-    by_struct = DiversityFilter(mode="structure", tol=0, buffer=2)
+    by_comp = DiversityFilter(mode="composition", tol=1, buffer=3)
+    by_struct = DiversityFilter(mode="structure", tol=1, buffer=3)
     batch = [perovskite(), polymorph]
     ok = np.ones(2, dtype=bool)
-    assert by_comp(batch, np.ones(2), ok)[2]["diversity"].tolist() == [1.0, 0.5]
-    assert by_struct(batch, np.ones(2), ok)[2]["diversity"].tolist() == [1.0, 1.0]
+    assert by_comp(batch, np.ones(2), ok)[2]["diversity"].tolist() == [0.5, 0.5]  # one formula, seen twice
+    assert by_struct(batch, np.ones(2), ok)[2]["diversity"].tolist() == [1.0, 1.0]  # two polymorphs, once each
 
 
 def test_registry_and_configs(tmp_path):

@@ -77,8 +77,8 @@ class PropertySource(ABC):
         self.evaluations = 0
 
     @abstractmethod
-    def compute(self, structures: Sequence[Structure]) -> Sequence[float]:
-        """Raw values for a batch (NaN allowed)."""
+    def compute(self, structures: Sequence[Structure]) -> Sequence[float] | PropertyValues:
+        """Raw values for a batch (NaN allowed), or a PropertyValues that says why a value is NaN."""
 
     def screen(self, structure: Structure) -> str:
         """Why this source cannot evaluate `structure` at all ("" if it can); screened crystals never reach `compute`."""
@@ -109,7 +109,7 @@ class PropertySource(ABC):
                 reasons[i] = inner.reasons[j]
             return PropertyValues(values, reasons)
         try:
-            values = np.asarray(self.compute(structures), dtype=float)
+            computed = self.compute(structures)
         except Exception as exc:
             if len(structures) == 1:
                 log.debug("%s failed on %s", self.name, structures[0].composition, exc_info=True)
@@ -117,4 +117,8 @@ class PropertySource(ABC):
             # Find the culprits one by one rather than failing the whole batch.
             parts = [self._evaluate([s]) for s in structures]
             return PropertyValues(np.concatenate([p.values for p in parts]), [p.reasons[0] for p in parts])
-        return PropertyValues(values, ["" if np.isfinite(v) else f"{self.name} is not finite" for v in values])
+        if isinstance(computed, PropertyValues):  # a source that names its own failures
+            values, given = np.asarray(computed.values, dtype=float), computed.reasons
+        else:
+            values, given = np.asarray(computed, dtype=float), [""] * len(structures)
+        return PropertyValues(values, [why or ("" if np.isfinite(v) else f"{self.name} is not finite") for v, why in zip(values, given)])

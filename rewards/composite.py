@@ -34,12 +34,15 @@ class Guards:
     reward hacking produces (set it to 1 for one-element tasks such as carbon).
     `max_atoms_per_a3` refuses crushed cells before an MLIP sees them (their neighbour graphs cost
     gigabytes); the default is `crystal.MAX_ATOMS_PER_A3`, set from the shared data with a margin.
+    `neighbour_range` bounds each atom's nearest-neighbour distance (periodic images included), for
+    one-element tasks whose bonds have a known length, such as carbon.
     """
 
     structural_validity: bool = True
     compositional_validity: bool = True
     min_elements: int = 2
     max_atoms_per_a3: float | None = MAX_ATOMS_PER_A3
+    neighbour_range: tuple[float, float] | None = None  # Å: every atom's nearest neighbour must lie inside
 
     def check(self, structure: Structure) -> str:
         """Why `structure` must not be scored ("" when it passes every guard)."""
@@ -51,6 +54,14 @@ class Guards:
             density = len(structure) / structure.volume
             if density > self.max_atoms_per_a3:
                 return f"{structure.composition.reduced_formula} is crushed: {density:.3f} atoms/Å^3 > {self.max_atoms_per_a3}"
+        if self.neighbour_range is not None:
+            lo, hi = self.neighbour_range
+            d = structure.distance_matrix.copy()
+            np.fill_diagonal(d, min(structure.lattice.abc))  # an atom's own nearest image
+            nearest = d.min(axis=1)
+            i = int(np.argmax((nearest < lo) | (nearest > hi)))
+            if not lo <= nearest[i] <= hi:
+                return f"atom {i}'s nearest neighbour is {nearest[i]:.2f} Å away, outside [{lo}, {hi}] Å"
         if len(structure.composition.elements) < self.min_elements:
             return f"{structure.composition.reduced_formula} has fewer than {self.min_elements} elements"
         if self.compositional_validity:

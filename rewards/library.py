@@ -81,16 +81,17 @@ def formation_energy(best: float = -2.5, worst: float = 0.0, relax: bool = False
     return build_composite([_shaped("formation_energy", "descending", {"relax": relax}, lo=best, hi=worst)], **options)
 
 
-def magnetic_density(target: float = 0.1, relax: bool = False, **options) -> CompositeReward:
-    """Magnetic density (μB/Å^3, CHGNet magmoms): 0 at 0, 1 at >= `target`."""
-    return build_composite([_shaped("magnetic_density", "ascending", {"relax": relax}, lo=0.0, hi=target)], **options)
+def magnetic_density(target: float = 0.1, relax: bool = False, max_pressure_gpa: float | None = 25.0, **options) -> CompositeReward:
+    """Magnetic density (μB/Å^3, CHGNet magmoms): 0 at 0, 1 at >= `target`; a cell beyond ±`max_pressure_gpa` fails."""
+    kwargs = {"relax": relax, "max_pressure_gpa": max_pressure_gpa}
+    return build_composite([_shaped("magnetic_density", "ascending", kwargs, lo=0.0, hi=target)], **options)
 
 
-def magnet_low_hhi(target: float = 0.1, max_hhi: float = 1250.0, worst: float = 5000.0, **options) -> CompositeReward:
+def magnet_low_hhi(target: float = 0.1, max_hhi: float = 1250.0, worst: float = 5000.0, max_pressure_gpa: float | None = 25.0, **options) -> CompositeReward:
     """The minimum of the magnetic-density and low-HHI rewards."""
     options.setdefault("combine", "min")
     return build_composite(
-        [_shaped("magnetic_density", "ascending", lo=0.0, hi=target), _shaped("hhi", "descending", lo=max_hhi, hi=worst)],
+        [_shaped("magnetic_density", "ascending", {"max_pressure_gpa": max_pressure_gpa}, lo=0.0, hi=target), _shaped("hhi", "descending", lo=max_hhi, hi=worst)],
         **options,
     )
 

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_ABS_ENERGY_PER_ATOM = 50.0  # eV/atom; beyond this the model has left its training domain
 MAX_FORCE = 1000.0  # eV/Å
 CHGNET_MAX_Z = 94  # CHGNet's atom embedding covers H..Pu
+CHGNET_TASKS = ("e", "ef", "em", "efs", "efsm")
 
 
 @dataclass
@@ -133,7 +134,9 @@ class MLIP:
     def _predict(self, structures: list[Structure], task: str) -> list[SinglePoint]:
         if not self.is_chgnet:
             return [self._ase_single_point(s) for s in structures]
-        raw = _chgnet(self.device).predict_structure(structures, task=task, batch_size=self.batch_size)
+        # CHGNet computes only these combinations: take the smallest that holds what was asked for.
+        chgnet_task = next(t for t in CHGNET_TASKS if set(task) <= set(t))
+        raw = _chgnet(self.device).predict_structure(structures, task=chgnet_task, batch_size=self.batch_size)
         raw = [raw] if isinstance(raw, dict) else raw
         return [
             SinglePoint(

@@ -136,12 +136,18 @@ def cmd_envs(args) -> int:
     from .envs.registration import CUSTOM_ID
     from .envs.tasks import TASKS
 
-    rows = [(t.env_id, t.prior, t.reward, t.target, t.cost) for t in TASKS.values()]
-    rows.append((CUSTOM_ID, "any (prior=...)", "any (reward=...)", "yours", "yours"))
-    header = ("id", "prior", "reward", "target", "cost")
+    rows = [(t.env_id, t.prior, t.reward, t.target, t.cost, "experimental" if t.experimental else "benchmark") for t in TASKS.values()]
+    rows.append((CUSTOM_ID, "any (prior=...)", "any (reward=...)", "yours", "yours", ""))
+    header = ("id", "prior", "reward", "target", "cost", "status")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print("\nGuards on every task, before any property is computed: structural validity (atoms >= 0.5 Å apart, a sound cell),")
+    print("at most 0.25 atoms/Å^3, and on the perovskite tasks SMACT charge neutrality and at least two elements;")
+    print("carbon tasks need every C-C nearest neighbour in [1.15, 1.70] Å; magnetic tasks a CHGNet pressure within ±25 GPa.")
+    for t in TASKS.values():
+        if t.experimental:
+            print(f"experimental {t.name}: {t.experimental}")
     return 0
 
 

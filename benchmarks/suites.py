@@ -68,8 +68,7 @@ SUITES = {
             (
                 BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=1920),
                 BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=1920),
-                BenchTask("LatticeGym/PerovskiteBandGap-v0", budget=1920),
-                BenchTask("LatticeGym/CarbonDensity-v0", budget=1920),
+                BenchTask("LatticeGym/PerovskiteMagnet-v0", budget=1920),
             ),
             "30 iterations of batch 64, T=100 (MatInvent's budget is ~1,000 property evaluations to converge)",
         ),

@@ -13,6 +13,8 @@ COST_CHEAP, COST_SINGLE_POINT, COST_RELAXATION = "cheap", "MLIP single-point", "
 # atom needs a neighbour at a C-C bond length: 1.218-1.582 Å over all 2,032 crystals of the shared
 # carbon_24 file, so [1.15, 1.70] Å with a margin.
 ONE_ELEMENT = {"guards": {"min_elements": 1, "neighbour_range": (1.15, 1.70)}}
+WEAK_CARBON_PRIOR = "the carbon_24 prior is far from real carbon (COV-P 4% against a 98.5% ceiling at 200 samples; README, Shipped priors)"
+WEAK_GAP_PREDICTOR = "most of the band-gap predictor's in-window calls are wrong on held-out perovskites (README, Band-gap predictor)"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Task:
         success: (property, "<=" | ">=" | "in", value) conditions that must all hold.
         reward_kwargs: arguments of the reward factory.
         num_steps: default T.
+        experimental: why the task is not yet a benchmark ("" when it is); such tasks stay out of the standard suite.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Task:
     success: tuple[tuple[str, str, Any], ...]  # (property, "<=" | ">=" | "in", value); all must hold
     reward_kwargs: dict = field(default_factory=dict)
     num_steps: int = 100
+    experimental: str = ""  # why its successes are not yet evidence (shown by `latticegym envs`); "" for a benchmark task
 
     @property
     def env_id(self) -> str:
@@ -78,7 +82,7 @@ TASKS = {
             COST_SINGLE_POINT,
             (("formation_energy", "<=", -1.5),),
         ),
-        Task("PerovskiteBandGap", "perov_5", "band_gap_window", "predicted band gap in [1.5, 3.0] eV", COST_CHEAP, (("band_gap", "in", (1.5, 3.0)),)),
+        Task("PerovskiteBandGap", "perov_5", "band_gap_window", "predicted band gap in [1.5, 3.0] eV", COST_CHEAP, (("band_gap", "in", (1.5, 3.0)),), experimental=WEAK_GAP_PREDICTOR),
         Task("PerovskiteMagnet", "perov_5", "magnetic_density", "CHGNet magnetic density >= 0.05 μB/Å^3", COST_SINGLE_POINT, (("magnetic_density", ">=", 0.05),)),
         Task(
             "PerovskiteMagnetLowHHI",
@@ -88,7 +92,7 @@ TASKS = {
             COST_SINGLE_POINT,
             (("magnetic_density", ">=", 0.05), ("hhi", "<=", 1250.0)),
         ),
-        Task("CarbonDensity", "carbon_24", "density_target", "density 3.6 ± 0.05 g/cm^3", COST_CHEAP, (("density", "in", (3.55, 3.65)),), ONE_ELEMENT),
+        Task("CarbonDensity", "carbon_24", "density_target", "density 3.6 ± 0.05 g/cm^3", COST_CHEAP, (("density", "in", (3.55, 3.65)),), ONE_ELEMENT, experimental=WEAK_CARBON_PRIOR),
         Task(
             "CarbonLowEnergy",
             "carbon_24",
@@ -97,8 +101,9 @@ TASKS = {
             COST_SINGLE_POINT,
             (("energy_above_reference", "<=", 0.05),),
             ONE_ELEMENT,
+            experimental=WEAK_CARBON_PRIOR,
         ),
-        Task("CarbonBulkModulus", "carbon_24", "bulk_modulus", "CHGNet bulk modulus >= 400 GPa (superhard)", COST_RELAXATION, (("bulk_modulus", ">=", 400.0),), ONE_ELEMENT),
+        Task("CarbonBulkModulus", "carbon_24", "bulk_modulus", "CHGNet bulk modulus >= 400 GPa (superhard)", COST_RELAXATION, (("bulk_modulus", ">=", 400.0),), ONE_ELEMENT, experimental=WEAK_CARBON_PRIOR),
     ]
 }
 

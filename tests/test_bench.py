@@ -56,3 +56,10 @@ def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_
     assert again.returncode == 0 and time.time() - start < 120
     assert json.loads((out / "runs/PerovskiteLowHHI/ppo/seed0/summary.json").read_text()) == summary
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)
+
+
+def test_experimental_tasks_stay_out_of_the_standard_suite():
+    from latticegym.envs.tasks import TASKS
+
+    standard = {t.task.name for t in get_suite("standard").tasks}
+    assert standard and not {name for name, t in TASKS.items() if t.experimental} & standard

@@ -211,9 +211,11 @@ def cmd_bench(args) -> int:
     from .benchmarks.suites import get_suite
 
     agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
-    unknown = set(agents) - {"ppo", "rwkl", "reinforce"}
+    from .agents.trainer import AGENTS
+
+    unknown = set(agents) - set(AGENTS)
     if unknown:
-        raise ValueError(f"unknown agents {sorted(unknown)}; choose from ppo, rwkl, reinforce")
+        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join(AGENTS)}")
     data_dir = args.data if args.data else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
     cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address)
     results = run_suite(get_suite(args.suite), cfg)
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
     p.add_argument("--env", required=True, help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`)")
-    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce"], default="ppo", help="RL algorithm (default: %(default)s)")
+    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce", "prior"], default="ppo", help="RL algorithm; 'prior' samples without updating, the floor (default: %(default)s)")
     p.add_argument("--iterations", type=POSITIVE, default=30, help="RL iterations, one batch each (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=64, help="crystals sampled per iteration (default: %(default)s)")
     p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
@@ -318,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a task suite for several agents and seeds; tables and plots (resumes an interrupted sweep)")
     p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard (default: %(default)s)")
-    p.add_argument("--agents", default="ppo,rwkl,reinforce", help="comma-separated (default: %(default)s)")
+    p.add_argument("--agents", default="prior,ppo,rwkl,reinforce", help="comma-separated; 'prior' is the no-update floor (default: %(default)s)")
     p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per task and agent (default: %(default)s)")
     p.add_argument("--out", required=True, help="sweep directory: runs/, results.csv, results.md, plots")
     p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")

@@ -269,7 +269,3 @@ class MatchIndex:
         ]
         return np.array(found, dtype=bool)
 
-
-def novel_mask(structures: Sequence[Structure], train: Sequence[Structure], progress: bool = False) -> np.ndarray:
-    """True where a structure matches no structure of `train`."""
-    return ~MatchIndex(train).contains(structures, progress)

@@ -19,7 +19,8 @@ import torch
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from tqdm import tqdm
 
-from ..crystal import MatchIndex, structure_to_cif, unique_indices, validity
+from ..benchmarks.metrics import unique_novel
+from ..crystal import MatchIndex, structure_to_cif, validity
 from ..envs.denoising import CrystalDenoisingVectorEnv
 from ..envs.tasks import Task, get_task
 from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, to_plain
@@ -31,6 +32,7 @@ from .base import Agent, trajectory_kl
 from .loggers import RunLog, append_csv, truncate_csv
 from .options import check_ranges, parse_options
 from .ppo import PPO, PPOConfig
+from .prior_only import PriorOnly, PriorOnlyConfig
 from .reinforce import REINFORCE, REINFORCEConfig
 from .rollout import Rollout, collect
 from .rwkl import RewardWeightedKL, RWKLConfig
@@ -39,6 +41,7 @@ AGENTS: dict[str, tuple[type, type]] = {
     "ppo": (PPO, PPOConfig),
     "rwkl": (RewardWeightedKL, RWKLConfig),
     "reinforce": (REINFORCE, REINFORCEConfig),
+    "prior": (PriorOnly, PriorOnlyConfig),
 }
 CHECKPOINT = "checkpoint.pt"
 
@@ -285,14 +288,16 @@ class Trainer:
     def _metrics(self, rollout: Rollout) -> dict[str, float]:
         structures, result = rollout.structures, rollout.result
         self.scored += len(structures)
+        valid = np.array([bool(validity(s)) for s in structures], dtype=bool)
+        uniqueness, novelty, _ = unique_novel(structures, valid, self.novelty)  # the metrics' definitions
         metrics = {
             "evaluations": float(getattr(self.reward, "evaluations", self.scored)),
             "reward_mean": float(np.mean(result.values)),
             "reward_max": float(np.max(result.values)),
             "success_rate": float(np.mean(rollout.success)),
-            "validity": float(np.mean([bool(validity(s)) for s in structures])),
-            "uniqueness": len(unique_indices(structures)) / len(structures),
-            "novelty": float(1 - self.novelty.contains(structures).mean()) if self.novelty is not None else float("nan"),
+            "validity": float(valid.mean()),
+            "uniqueness": uniqueness,
+            "novelty": novelty if novelty is not None else float("nan"),
             # of the policy that sampled this batch, before its update
             "kl": float(trajectory_kl(self.policy, self.prior, rollout.trajectories.index(range(min(self.cfg.kl_crystals, len(structures))))).mean()),
             "ok_rate": float(np.mean(result.ok)),
@@ -355,4 +360,6 @@ def evaluate_policy(policy: DiffusionPolicy, env_id: str, num: int = 256, seed: 
         rewards.append(rollout.result.values)
         structures += rollout.structures
     success, rewards = np.concatenate(success)[:num], np.concatenate(rewards)[:num]
-    return {"success_rate": float(success.mean()), "reward_mean": float(rewards.mean()), "uniqueness": len(unique_indices(structures[:num])) / num}
+    structures = structures[:num]
+    uniqueness, _, _ = unique_novel(structures, np.array([bool(validity(s)) for s in structures]), None)
+    return {"success_rate": float(success.mean()), "reward_mean": float(rewards.mean()), "uniqueness": uniqueness}

@@ -29,7 +29,7 @@ from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 from tqdm import tqdm
 
-from ..crystal import compositional_validity, lattice_validity, novel_mask, structural_validity, unique_indices
+from ..crystal import MatchIndex, compositional_validity, lattice_validity, structural_validity, unique_indices
 from ..datasets import cache_dir
 
 # (structure cutoff, composition cutoff), from CDVAE's COV_Cutoffs
@@ -140,6 +140,22 @@ def coverage(gen_struct, gen_comp, ref_struct, ref_comp, struct_cutoff: float, c
     return float(recall), float(precision)
 
 
+def unique_novel(structures: Sequence[Structure], valid: np.ndarray, known: MatchIndex | None, progress: bool = False) -> tuple[float, float | None, list[int]]:
+    """The one definition of uniqueness and novelty, shared by `evaluate`, the trainer and the runner.
+
+    Uniqueness: the share of the valid crystals that are distinct (StructureMatcher). Novelty: the
+    share of those distinct valid crystals that match nothing in `known` (None without it). Also
+    returns the indices of the distinct, valid, novel crystals (all distinct valid ones without `known`).
+    """
+    valid_idx = [i for i in range(len(structures)) if valid[i]]
+    distinct = [valid_idx[j] for j in unique_indices([structures[i] for i in valid_idx], progress)]
+    uniqueness = len(distinct) / len(valid_idx) if valid_idx else 0.0
+    if known is None:
+        return uniqueness, None, distinct
+    new = ~known.contains([structures[i] for i in distinct], progress) if distinct else np.zeros(0, dtype=bool)
+    return uniqueness, float(new.mean()) if distinct else 0.0, [i for i, n in zip(distinct, new) if n]
+
+
 def validity_flags(structures: Sequence[Structure]) -> tuple[np.ndarray, np.ndarray]:
     """Structural and compositional validity per crystal, as two boolean arrays."""
     struct = np.array([bool(structural_validity(s)) for s in structures], dtype=bool)
@@ -177,9 +193,9 @@ def evaluate(
         "comp_validity": float(comp_ok.mean()),
         "validity": float(valid.mean()),
     }
-    unique = [valid_samples[i] for i in unique_indices(valid_samples, progress)]
-    result["uniqueness"] = len(unique) / len(valid_samples) if valid_samples else 0.0
-    result["novelty"] = float(novel_mask(unique, train, progress).mean()) if train is not None and unique else None
+    result["uniqueness"], result["novelty"], _ = unique_novel(samples, valid, MatchIndex(train) if train is not None else None, progress)
+    if not valid_samples:
+        result["novelty"] = None
 
     if cutoffs is not None:
         # As in CDVAE, a crystal counts in coverage unless it cannot be built (here: a broken cell)

@@ -16,15 +16,27 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..agents.trainer import TrainConfig, Trainer
-from ..crystal import structure_from_cif, validity
+from ..crystal import MatchIndex, structure_from_cif, validity
 from ..files import RunLock
 from ..policies import load_prior
 from ..policies.pretrain import training_data
+from .metrics import unique_novel
 from .plots import make_all
 from .suites import BenchTask, Suite
 
-REPORTED = ["evals_to_50", "evals_to_80", "final_success", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update", "wall"]
-HIGHER_IS_BETTER = {"final_success": True, "best_reward": True, "sun_rate": True, "uniqueness": True, "novelty": True, "evals_to_50": False, "evals_to_80": False, "kl": False}
+REPORTED = ["evals_to_50", "evals_to_80", "final_success", "yield_per_1000", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update", "wall"]
+HIGHER_IS_BETTER = {"final_success": True, "yield_per_1000": True, "best_reward": True, "sun_rate": True, "uniqueness": True, "novelty": True, "evals_to_50": False, "evals_to_80": False, "kl": False}
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def bootstrap_interval(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (the seeds of one task and agent)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()), float(values.mean())
+    means = np.random.default_rng(seed).choice(values, size=(BOOTSTRAP_RESAMPLES, len(values))).mean(axis=1)
+    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 @dataclass
@@ -41,7 +53,7 @@ class SweepConfig:
     """
 
     out: str
-    agents: tuple[str, ...] = ("ppo", "rwkl", "reinforce")
+    agents: tuple[str, ...] = ("prior", "ppo", "rwkl", "reinforce")
     seeds: int = 3
     data_dir: str | None = None  # where <prior data file> lives (the priors' training data): novelty and SUN hull
     device: str = "cpu"
@@ -55,12 +67,14 @@ def evals_to(metrics: pd.DataFrame, level: float) -> float:
 
 
 class SUNRate:
-    """Share of a batch that is stable (CHGNet E_hull <= 0.1 eV/atom, single point), unique and novel."""
+    """Share of a batch that is stable (CHGNet E_hull <= 0.1 eV/atom, single point), unique and novel;
+    it also holds the known crystals that novelty is measured against."""
 
     def __init__(self, known: list, hull_references: list):
         from ..rewards.stability import SUNFilter, ConvexHull, EHull
 
         self.filter = SUNFilter(EHull(ConvexHull(hull_references)), known)
+        self.known = MatchIndex(known)
 
     def __call__(self, structures: list) -> float:
         ok = np.array([bool(validity(s)) for s in structures])
@@ -74,6 +88,8 @@ def summarise_run(run_dir: Path, sun: SUNRate) -> dict:
     evaluated = pd.read_csv(run_dir / "evaluated.csv")
     final = evaluated[evaluated.iteration == metrics.iteration.iloc[-1]]
     last = metrics.iloc[-1]
+    wins = [structure_from_cif(c) for c in evaluated.cif[evaluated.success.astype(bool)]]
+    _, _, discoveries = unique_novel(wins, np.ones(len(wins), dtype=bool), sun.known)  # successes passed every guard
     return {
         "evals_to_50": evals_to(metrics, 0.5),
         "evals_to_80": evals_to(metrics, 0.8),
@@ -88,6 +104,8 @@ def summarise_run(run_dir: Path, sun: SUNRate) -> dict:
         "t_update": float(metrics.t_update.sum()),
         "wall": float(metrics[["t_sample", "t_reward", "t_update"]].sum().sum()),
         "evaluations": float(last.evaluations),
+        "discoveries": len(discoveries),
+        "yield_per_1000": 1000.0 * len(discoveries) / max(float(last.evaluations), 1.0),
         "iterations": int(len(metrics)),
     }
 
@@ -146,29 +164,35 @@ def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
 
 
 def results_markdown(results: pd.DataFrame, suite: Suite) -> str:
-    """Mean ± std over seeds per task and agent; the best mean per task and column in bold (ties all bold)."""
+    """Mean and 95% bootstrap interval over seeds per task and agent; the best mean per task and column in bold (ties all bold)."""
     lines = [f"# Suite `{suite.name}`", "", suite.description, ""]
     columns = [c for c in REPORTED if c in results.columns]
     for task, group in results.groupby("task", sort=False):
         spec = next(t for t in suite.tasks if t.task.name == task)
         lines += [f"## {task}", "", f"success: {spec.success}; budget {spec.budget} evaluations; batch {spec.batch_size}, T={spec.steps}", ""]
-        stats = group.groupby("agent", sort=False)[columns].agg(["mean", "std"])
+        by_agent = {agent: rows for agent, rows in group.groupby("agent", sort=False)}
+        means = {(agent, col): rows[col].dropna().mean() for agent, rows in by_agent.items() for col in columns}
         best = {}
         for col in columns:
-            if col in HIGHER_IS_BETTER:
-                means = stats[(col, "mean")]
-                if means.notna().any():
-                    best[col] = means.max() if HIGHER_IS_BETTER[col] else means.min()
+            finite = [means[(a, col)] for a in by_agent if not np.isnan(means[(a, col)])]
+            if col in HIGHER_IS_BETTER and finite:
+                best[col] = max(finite) if HIGHER_IS_BETTER[col] else min(finite)
         lines.append("| agent | seeds | " + " | ".join(columns) + " |")
         lines.append("|---|---|" + "---|" * len(columns))
-        for agent in stats.index:
+        for agent, rows in by_agent.items():
             cells = []
             for col in columns:
-                mean, std = stats.loc[agent, (col, "mean")], stats.loc[agent, (col, "std")]
-                cell = "n/a" if np.isnan(mean) else f"{mean:.3g} ± {0.0 if np.isnan(std) else std:.2g}"
-                cells.append(f"**{cell}**" if col in best and mean == best[col] else cell)
-            lines.append(f"| {agent} | {int((group.agent == agent).sum())} | " + " | ".join(cells) + " |")
+                values = rows[col].dropna().to_numpy(dtype=float)
+                if not len(values):
+                    cells.append("n/a")
+                    continue
+                lo, hi = bootstrap_interval(values)
+                cell = f"{values.mean():.3g} [{lo:.3g}, {hi:.3g}]" + (f" ({len(values)}/{len(rows)})" if len(values) < len(rows) else "")
+                cells.append(f"**{cell}**" if col in best and values.mean() == best[col] else cell)
+            lines.append(f"| {agent} | {len(rows)} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("evals_to_50/80: property evaluations until the batch success rate first reached 50%/80% (n/a: never). ")
-    lines.append("sun_rate: final batch, CHGNet single-point E_hull <= 0.1 eV/atom, unique, novel. t_*: seconds in total.")
+    lines.append("Each cell: mean over seeds [95% percentile-bootstrap interval of the mean]; (k/n): only k of n seeds reached it.")
+    lines.append("evals_to_50/80: property evaluations until the batch success rate first reached 50%/80%. ")
+    lines.append("yield_per_1000: distinct, valid, novel successes over the whole run per 1,000 property evaluations. ")
+    lines.append("sun_rate: final batch, CHGNet single-point E_hull <= 0.1 eV/atom, unique, novel. t_*: seconds in total. prior: the no-update floor.")
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 import json
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_cli import run_cli, run_cli_measured
@@ -32,19 +33,30 @@ def test_markdown_bolds_the_best_mean_per_task():
         + [{"task": "PerovskiteLowHHI", "agent": "rwkl", "seed": s, "final_success": 0.2, "kl": 5.0} for s in range(2)]
     )
     md = results_markdown(results, get_suite("quick"))
-    assert "| ppo | 2 | **0.85 ± 0.071** | 10 ± 0 |" in md and "| rwkl | 2 | 0.2 ± 0 | **5 ± 0** |" in md
+    assert "| ppo | 2 | **0.85 [0.8, 0.9]** | 10 [10, 10] |" in md and "| rwkl | 2 | 0.2 [0.2, 0.2] | **5 [5, 5]** |" in md
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_seeds():
+    from latticegym.benchmarks.runner import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(1.0, 0.5, 3), rng.normal(1.0, 0.5, 30)
+    lo, hi = bootstrap_interval(few)
+    assert lo <= few.mean() <= hi and lo < hi
+    assert np.diff(bootstrap_interval(many))[0] < hi - lo
+    assert bootstrap_interval(np.array([2.0])) == (2.0, 2.0)
 
 
 @pytest.mark.slow
 def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_path):
     out = tmp_path / "bench"
-    args = ("bench", "--suite", "quick", "--agents", "ppo,rwkl", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
+    args = ("bench", "--suite", "quick", "--agents", "prior,ppo,rwkl", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
     result, peak_gb = run_cli_measured(*args, timeout=1500)
     assert result.returncode == 0, result.stderr
     assert peak_gb < 4.0, f"the quick suite peaked at {peak_gb:.2f} GB"
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 4 and set(results.agent) == {"ppo", "rwkl"}
-    for col in ("evals_to_50", "evals_to_80", "final_success", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update"):
+    assert len(results) == 6 and set(results.agent) == {"prior", "ppo", "rwkl"}
+    for col in ("evals_to_50", "evals_to_80", "final_success", "yield_per_1000", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update"):
         assert col in results.columns
     assert results.novelty.notna().all() and results.sun_rate.between(0, 1).all()
     assert "## PerovskiteFormationEnergy" in (out / "results.md").read_text()

@@ -4,10 +4,10 @@ from pymatgen.core import Composition, Lattice, Structure
 
 from latticegym.crystal import (
     CrystalBatch,
+    MatchIndex,
     canonical,
     compositional_validity,
     lattice_validity,
-    novel_mask,
     structural_validity,
     unique_indices,
     validity,
@@ -110,4 +110,4 @@ def test_uniqueness_and_novelty_use_structure_matching():
     scaled.scale_lattice(scaled.volume * 1.05)
     other = rocksalt()
     assert unique_indices([a, b, scaled, other]) == [0, 3]
-    assert list(novel_mask([a, other, diamond()], [b])) == [False, True, True]
+    assert list(MatchIndex([b]).contains([a, other, diamond()])) == [True, False, False]

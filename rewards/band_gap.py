@@ -220,8 +220,12 @@ def calibrate(predictor: BandGapPredictor, val, label: str = "ind_gap") -> float
     return predictor.threshold
 
 
+TASK_WINDOW = (1.5, 3.0)  # eV, PerovskiteBandGap's success window
+
+
 def evaluate(predictor: BandGapPredictor, splits: dict, label: str = "ind_gap") -> dict:
-    """Held-out metrics: classification of gap/no gap, and gap MAE."""
+    """Held-out metrics: classification of gap/no gap, gap MAE, and how often a predicted gap in the
+    task's window is a real one (precision) and how many real ones it finds (recall)."""
     metrics = {"threshold": predictor.threshold}
     for split in ("val", "test"):
         structures = splits[split].structures
@@ -243,6 +247,15 @@ def evaluate(predictor: BandGapPredictor, splits: dict, label: str = "ind_gap") 
             "mae_all": float(np.abs(pred - truth).mean()),
             "mae_regressor_on_gapped": float(np.abs(_regress(predictor, gapped) - truth[positive]).mean()) if gapped else None,
         }
+        lo, hi = TASK_WINDOW
+        in_pred, in_true = (pred >= lo) & (pred <= hi), (truth >= lo) & (truth <= hi)
+        metrics[split]["window"] = {
+            "eV": [lo, hi],
+            "predicted_in": int(in_pred.sum()),
+            "truly_in": int(in_true.sum()),
+            "precision": float((in_pred & in_true).sum() / max(in_pred.sum(), 1)),
+            "recall": float((in_pred & in_true).sum() / max(in_true.sum(), 1)),
+        }
     return metrics
 
 
@@ -260,7 +273,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs-classifier", type=int, default=40)
     parser.add_argument("--epochs-regressor", type=int, default=150)
     parser.add_argument("--recalibrate", action="store_true", help="only re-set the threshold of the model at --out and re-evaluate it")
+    parser.add_argument("--evaluate", action="store_true", help="only print the held-out metrics of the model at --out")
     args = parser.parse_args(argv)
+    if args.evaluate:
+        from ..datasets import read_csv
+
+        print(json.dumps(evaluate(BandGapPredictor.load(args.out), read_csv(args.data).split(seed=0)), indent=1))
+        return
     if args.recalibrate:
         from ..datasets import read_csv
 

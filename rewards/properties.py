@@ -145,8 +145,9 @@ class MagneticDensity(MLIPSource):
 
     Anything divided by volume grows when a cell is crushed, so by default the crystal must also be
     near mechanical equilibrium: its CHGNet pressure within ±`max_pressure_gpa`. On 64 real perov_5
-    crystals the pressure spans -14.8 to 4.4 GPa and on 64 prior samples the 5th-95th percentiles are
-    -14 to 10 GPa, while ScCoO2F crushed to 0.6 and 0.4 of its volume is at 172 and 494 GPa
+    crystals the pressure spans -13.6 to 4.4 GPa (1st-99th percentile; largest |P| 14.8), on 64 prior
+    samples -18.1 to 23.0 GPa (largest 23.7), while ScCoO2F crushed to 0.6 and 0.4 of its volume is
+    at 172 and 494 GPa
     (`python -m latticegym.benchmarks.pressure`).
     `relax=True` instead reads the moments on the CHGNet-relaxed cell. None disables the bound.
     """

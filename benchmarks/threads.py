@@ -51,6 +51,7 @@ def batch_seconds(batch: int = 64, steps: int = 100) -> float:
 
 
 def measure(threads: int, repeats: int) -> dict[str, float]:
+    """Median seconds of the episode and the batch with `threads` intra-op threads."""
     torch.set_num_threads(threads)
     episode_seconds(5)  # warm-up
     return {

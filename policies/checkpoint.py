@@ -69,7 +69,7 @@ def available_priors() -> list[str]:
     return sorted(p.stem for p in SHIPPED.glob("*.pt"))
 
 
-def load_prior(name_or_path: str | Path, num_steps: int = 100, device: str | torch.device = "cpu") -> DiffusionPolicy:
+def load_prior(name_or_path: str | Path, num_steps: int = 100, device="cpu") -> DiffusionPolicy:
     """A shipped prior by name (`perov_5`, `carbon_24`) or any checkpoint by path; works offline."""
     path = Path(name_or_path)
     if not path.exists():

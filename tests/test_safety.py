@@ -6,7 +6,6 @@ import gzip
 import os
 import subprocess
 import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 

@@ -295,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("envs", help="list the registered environments")
+    p = sub.add_parser("envs", help="list the registered environments, their guards and status")
+    _common(p, device=False)
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")

@@ -52,11 +52,11 @@ class TrainConfig:
 
     Attributes:
         env_id: a registered task id (a bare task name is accepted).
-        agent: "ppo", "rwkl" or "reinforce".
+        agent: "ppo", "rwkl", "reinforce" or "prior" (no updates, the floor).
         iterations: RL iterations, one batch each.
         batch_size: crystals sampled per iteration.
         steps: reverse-diffusion steps T.
-    correctors: Langevin corrector steps before each predictor step (episodes of T(1 + C) actions).
+        correctors: Langevin corrector steps before each predictor step (episodes of T(1 + C) actions).
         seed: seed of sampling and updates.
         out: run directory.
         device: torch device.
@@ -99,7 +99,7 @@ class TrainConfig:
 
 
 def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, options: dict | None = None, seed: int = 0) -> Agent:
-    """Build agent `name` ("ppo", "rwkl", "reinforce") with `options` parsed by its config's field types."""
+    """Build agent `name` (a key of `AGENTS`) with `options` parsed by its config's field types."""
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
     cls, config_cls = AGENTS[name]

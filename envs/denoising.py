@@ -155,16 +155,21 @@ def _resolve(task: str | Task | None, prior, reward, num_steps, device, correcto
     return task, policy, reward, num_steps
 
 
+def _check_count(name: str, value, low: int, optional: bool = True) -> None:
+    """A constructor argument that must be an integer >= low (None, where `optional`, means its default)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 class _Denoising:
     """The lockstep core shared by the single and the vector env."""
 
     def _setup(self, task, prior, reward, num_steps, device, num_envs: int, correctors: int | None = None) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if num_steps is not None and (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1):
-            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-        if correctors is not None and (isinstance(correctors, bool) or not isinstance(correctors, (int, np.integer)) or correctors < 0):
-            raise ValueError(f"correctors must be an integer >= 0, got {correctors!r}")
+        _check_count("num_envs", num_envs, 1, optional=False)
+        _check_count("num_steps", num_steps, 1)
+        _check_count("correctors", correctors, 0)
         self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device, correctors)
         self.episode_length = self.policy.episode_length
         self.prior = PriorAgent(self.policy)

@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
     p.add_argument("--env", required=True, help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`)")
-    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce", "prior"], default="ppo", help="RL algorithm; 'prior' samples without updating, the floor (default: %(default)s)")
+    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce", "active", "prior"], default="ppo", help="RL algorithm; 'active' evaluates only the samples a reward surrogate ranks best, 'prior' samples without updating, the floor (default: %(default)s)")
     p.add_argument("--iterations", type=POSITIVE, default=30, help="RL iterations, one batch each (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=64, help="crystals sampled per iteration (default: %(default)s)")
     p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")

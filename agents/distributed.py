@@ -14,19 +14,14 @@ import torch
 
 from ..envs.denoising import CrystalDenoisingVectorEnv
 from ..policies import DiffusionPolicy, load_prior
-from ..rewards.base import RewardResult
-from .rollout import Trajectories, collect
-
-
-def _unscored(structures) -> RewardResult:
-    return RewardResult(np.zeros(len(structures)))
+from .rollout import Trajectories, collect, unscored
 
 
 class _RolloutWorker:
     def __init__(self, prior: str, steps: int, batch: int, correctors: int):
         torch.set_num_threads(1)
         self.policy = load_prior(prior, num_steps=steps)
-        self.env = CrystalDenoisingVectorEnv(num_envs=batch, prior=self.policy, reward=_unscored, num_steps=steps, correctors=correctors)
+        self.env = CrystalDenoisingVectorEnv(num_envs=batch, prior=self.policy, reward=unscored, num_steps=steps, correctors=correctors)
 
     def ready(self) -> bool:
         return True

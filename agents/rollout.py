@@ -91,6 +91,17 @@ class Rollout:
     result: RewardResult
     success: np.ndarray
     seconds: float
+    sampled: int = 0  # crystals sampled for this batch, when an agent chose which of them to evaluate (0: all were)
+
+    @property
+    def evaluations_saved(self) -> int:
+        """Crystals sampled but never sent to the reward."""
+        return max(self.sampled - len(self.structures), 0)
+
+
+def unscored(structures) -> RewardResult:
+    """A reward that scores nothing: for envs that only sample, leaving the scoring to the learner."""
+    return RewardResult(np.zeros(len(structures)))
 
 
 def collect(env: CrystalDenoisingVectorEnv, policy: DiffusionPolicy, generator: torch.Generator, seed: int | None = None) -> Rollout:

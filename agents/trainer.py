@@ -30,11 +30,12 @@ from ..rewards.composite import CompositeReward
 from ..rewards.filters import DiversityFilter
 from .base import Agent, trajectory_kl
 from .loggers import RunLog, append_csv, truncate_csv
+from .active import ActiveConfig, ActiveLearning
 from .options import check_ranges, parse_options
 from .ppo import PPO, PPOConfig
 from .prior_only import PriorOnly, PriorOnlyConfig
 from .reinforce import REINFORCE, REINFORCEConfig
-from .rollout import Rollout, collect
+from .rollout import Rollout, collect, unscored
 from .rwkl import RewardWeightedKL, RWKLConfig
 
 AGENTS: dict[str, tuple[type, type]] = {
@@ -42,6 +43,7 @@ AGENTS: dict[str, tuple[type, type]] = {
     "rwkl": (RewardWeightedKL, RWKLConfig),
     "reinforce": (REINFORCE, REINFORCEConfig),
     "prior": (PriorOnly, PriorOnlyConfig),
+    "active": (ActiveLearning, ActiveConfig),
 }
 CHECKPOINT = "checkpoint.pt"
 
@@ -52,7 +54,7 @@ class TrainConfig:
 
     Attributes:
         env_id: a registered task id (a bare task name is accepted).
-        agent: "ppo", "rwkl", "reinforce" or "prior" (no updates, the floor).
+        agent: "ppo", "rwkl", "reinforce", "active" (PPO on the crystals a surrogate chose to evaluate) or "prior" (no updates, the floor).
         iterations: RL iterations, one batch each.
         batch_size: crystals sampled per iteration.
         steps: reverse-diffusion steps T.
@@ -161,7 +163,16 @@ class Trainer:
                 self.workers = RolloutWorkers(self.task.prior, cfg.steps, cfg.batch_size, cfg.rollout_workers, cfg.correctors)
             if cfg.ray_address:
                 distribute(self.reward, cfg.ray_workers)
+        if hasattr(self.agent, "attach"):  # an agent that models the reward to choose what to evaluate
+            self.agent.attach(self.reward)
         self.timed = TimedReward(self.reward)
+        self.pool = None
+        if getattr(self.agent, "oversample", 1) > 1:
+            if self.workers is not None:
+                raise ValueError(f"agent {cfg.agent!r} samples its own pool; it does not take rollout workers")
+            self.pool = CrystalDenoisingVectorEnv(
+                num_envs=cfg.batch_size * self.agent.oversample, prior=self.prior, reward=unscored, num_steps=cfg.steps, correctors=cfg.correctors
+            )
         self.env: CrystalDenoisingVectorEnv = gym.make_vec(
             cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps
         ).unwrapped
@@ -188,6 +199,7 @@ class Trainer:
             "agent": self.agent.state_dict(),
             "generator": self.generator.get_state(),
             "env_rng": self.env.np_random.bit_generator.state,
+            "pool_rng": self.pool.np_random.bit_generator.state if self.pool is not None else None,
             "reward": self.reward.state_dict() if hasattr(self.reward, "state_dict") else None,
             "best": self.best,
             "scored": self.scored,
@@ -210,8 +222,10 @@ class Trainer:
         self.policy.network.load_state_dict(state["policy"])
         self.agent.load_state_dict(state["agent"])
         self.generator.set_state(state["generator"].cpu() if self.policy.device.type == "cpu" else state["generator"])
-        self.env.np_random = np.random.default_rng()
-        self.env.np_random.bit_generator.state = state["env_rng"]
+        for env, rng in ((self.env, state["env_rng"]), (self.pool, state.get("pool_rng"))):
+            if env is not None:
+                env.np_random = np.random.default_rng()
+                env.np_random.bit_generator.state = rng
         if state["reward"] is not None:
             self.reward.load_state_dict(state["reward"])
         self.best, self.scored = state["best"], state["scored"]
@@ -275,15 +289,25 @@ class Trainer:
         return metrics, hists
 
     def _collect(self, it: int) -> Rollout:
+        seed = self.cfg.seed if it == 0 else None
+        if self.pool is not None:  # sample a pool, let the agent choose what the reward sees
+            start = time.perf_counter()
+            pool = collect(self.pool, self.policy, self.generator, seed=seed)
+            chosen = self.agent.select(pool.structures, self.cfg.batch_size)
+            return self._score(pool.trajectories.index(chosen), [pool.structures[i] for i in chosen], start, sampled=len(pool.structures))
         if self.workers is None:
-            return collect(self.env, self.policy, self.generator, seed=self.cfg.seed if it == 0 else None)
+            return collect(self.env, self.policy, self.generator, seed=seed)
         start = time.perf_counter()
         seeds = torch.randint(2**62, (len(self.workers.shares),), generator=self.generator, device=self.generator.device).tolist()
         trajectories, structures = self.workers.collect(self.policy, seeds)
-        result = self.timed(structures)  # one scoring call in the learner: one cache, one diversity memory
+        return self._score(trajectories, structures, start)
+
+    def _score(self, trajectories, structures: list, start: float, sampled: int = 0) -> Rollout:
+        """Score crystals sampled outside the env in one reward call: one cache, one diversity memory."""
+        result = self.timed(structures)
         trajectories.rewards = torch.as_tensor(result.values, dtype=torch.float32, device=trajectories.rewards.device)
         success = np.array([self.task.is_success(result, i) for i in range(len(structures))], dtype=bool)
-        return Rollout(trajectories, structures, result, success, time.perf_counter() - start)
+        return Rollout(trajectories, structures, result, success, time.perf_counter() - start, sampled)
 
     def _metrics(self, rollout: Rollout) -> dict[str, float]:
         structures, result = rollout.structures, rollout.result
@@ -301,6 +325,7 @@ class Trainer:
             # of the policy that sampled this batch, before its update
             "kl": float(trajectory_kl(self.policy, self.prior, rollout.trajectories.index(range(min(self.cfg.kl_crystals, len(structures))))).mean()),
             "ok_rate": float(np.mean(result.ok)),
+            "evaluations_saved": float(rollout.evaluations_saved),
         }
         for name, values in result.properties.items():
             finite = np.asarray(values, dtype=float)[np.isfinite(values)]

@@ -15,17 +15,24 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..agents.trainer import TrainConfig, Trainer
+from ..agents.trainer import TrainConfig, Trainer, evaluate_policy
 from ..crystal import MatchIndex, structure_from_cif, validity
 from ..files import RunLock
-from ..policies import load_prior
+from ..policies import load_policy, load_prior
 from ..policies.pretrain import training_data
 from .metrics import unique_novel
 from .plots import make_all
 from .suites import BenchTask, Suite
 
-REPORTED = ["evals_to_50", "evals_to_80", "final_success", "yield_per_1000", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update", "wall"]
-HIGHER_IS_BETTER = {"final_success": True, "yield_per_1000": True, "best_reward": True, "sun_rate": True, "uniqueness": True, "novelty": True, "evals_to_50": False, "evals_to_80": False, "kl": False}
+REPORTED = [
+    "evals_to_50", "evals_to_80", "found_50", "found_200", "final_success", "policy_success", "yield_per_1000", "best_reward",
+    "sun_rate", "uniqueness", "novelty", "kl", "evaluations_saved", "t_sample", "t_reward", "t_update", "wall",
+]  # fmt: skip
+HIGHER_IS_BETTER = {
+    "final_success": True, "policy_success": True, "yield_per_1000": True, "best_reward": True, "sun_rate": True, "uniqueness": True,
+    "novelty": True, "evals_to_50": False, "evals_to_80": False, "found_50": False, "found_200": False, "kl": False,
+}  # fmt: skip
+POLICY_SAMPLES = 128  # fresh, unfiltered samples of each final policy, scored apart from the budget
 BOOTSTRAP_RESAMPLES = 10_000
 
 
@@ -82,18 +89,32 @@ class SUNRate:
         return float(components["sun"].mean())
 
 
-def summarise_run(run_dir: Path, sun: SUNRate) -> dict:
-    """The summary row of one finished run: evaluations to 50%/80% success, final success, SUN rate, uniqueness, novelty, time."""
+def evals_to_find(metrics: pd.DataFrame, win_iterations: np.ndarray, discoveries: list[int], count: int) -> float:
+    """Property evaluations spent by the end of the iteration that found the `count`-th distinct, valid, novel success (NaN if never)."""
+    if len(discoveries) < count:
+        return math.nan
+    iteration = win_iterations[discoveries[count - 1]]
+    return float(metrics.evaluations[metrics.iteration == iteration].iloc[0])
+
+
+def summarise_run(run_dir: Path, sun: SUNRate, task: BenchTask) -> dict:
+    """The summary row of one finished run: evaluations to 50%/80% batch success and to 50/200 discoveries,
+    final batch and fresh-sample success, yield, SUN rate, uniqueness, novelty, time."""
     metrics = pd.read_csv(run_dir / "metrics.csv")
     evaluated = pd.read_csv(run_dir / "evaluated.csv")
     final = evaluated[evaluated.iteration == metrics.iteration.iloc[-1]]
     last = metrics.iloc[-1]
-    wins = [structure_from_cif(c) for c in evaluated.cif[evaluated.success.astype(bool)]]
+    won = evaluated[evaluated.success.astype(bool)]
+    wins = [structure_from_cif(c) for c in won.cif]
     _, _, discoveries = unique_novel(wins, np.ones(len(wins), dtype=bool), sun.known)  # successes passed every guard
+    fresh = evaluate_policy(load_policy(run_dir, num_steps=task.steps), task.env_id, num=POLICY_SAMPLES)
     return {
         "evals_to_50": evals_to(metrics, 0.5),
         "evals_to_80": evals_to(metrics, 0.8),
+        "found_50": evals_to_find(metrics, won.iteration.to_numpy(), discoveries, 50),
+        "found_200": evals_to_find(metrics, won.iteration.to_numpy(), discoveries, 200),
         "final_success": float(last.success_rate),
+        "policy_success": fresh["success_rate"],
         "best_reward": float(metrics.reward_max.max()),
         "sun_rate": sun([structure_from_cif(c) for c in final.cif]),
         "uniqueness": float(last.uniqueness),
@@ -104,6 +125,7 @@ def summarise_run(run_dir: Path, sun: SUNRate) -> dict:
         "t_update": float(metrics.t_update.sum()),
         "wall": float(metrics[["t_sample", "t_reward", "t_update"]].sum().sum()),
         "evaluations": float(last.evaluations),
+        "evaluations_saved": float(metrics.evaluations_saved.sum()) if "evaluations_saved" in metrics else 0.0,
         "discoveries": len(discoveries),
         "yield_per_1000": 1000.0 * len(discoveries) / max(float(last.evaluations), 1.0),
         "iterations": int(len(metrics)),
@@ -121,38 +143,49 @@ def _run_suite(suite: Suite, cfg: SweepConfig, progress: bool) -> pd.DataFrame:
     rows = []
     jobs = [(task, agent, seed) for task in suite.tasks for agent in cfg.agents for seed in range(cfg.seeds)]
     bar = tqdm(jobs, desc=f"suite {suite.name}", unit="run", disable=not progress)
-    known_by_task: dict[str, SUNRate] = {}
+    sun_by_task: dict[str, SUNRate] = {}
     for task, agent, seed in bar:
         run_dir = out / "runs" / task.task.name / agent / f"seed{seed}"
-        summary_path = run_dir / "summary.json"
-        if not summary_path.exists():
-            data_file = _data_file(task, cfg.data_dir)
-            train = TrainConfig(
-                env_id=task.env_id,
-                agent=agent,
-                iterations=task.iterations,
-                batch_size=task.batch_size,
-                steps=task.steps,
-                seed=seed,
-                out=str(run_dir),
-                device=cfg.device,
-                novelty_reference=data_file,
-                agent_options=task.agent_options.get(agent, {}),
-                ray_address=cfg.ray_address,
-            )
-            Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False)
-            if task.task.name not in known_by_task:
-                spec = load_prior(task.task.prior, num_steps=1).spec
-                known = training_data(spec, data_file).structures if data_file else []
-                known_by_task[task.task.name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
-            summary_path.write_text(json.dumps(summarise_run(run_dir, known_by_task[task.task.name]), indent=1))
-        rows.append({"task": task.task.name, "agent": agent, "seed": seed, **json.loads(summary_path.read_text())})
+        summary = run_one(task, agent, seed, run_dir, cfg, task.agent_options.get(agent, {}), sun_by_task)
+        rows.append({"task": task.task.name, "agent": agent, "seed": seed, **summary})
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
     (out / "results.md").write_text(results_markdown(results, suite))
     make_all(out)
     (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
     return results
+
+
+def run_one(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> dict:
+    """Train (or finish) one run of `agent` on `task` in `run_dir` and return its summary; a finished run is only read.
+
+    `sun_by_task` caches each task's SUNRate (its known crystals) across calls.
+    """
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        data_file = _data_file(task, cfg.data_dir)
+        train = TrainConfig(
+            env_id=task.env_id,
+            agent=agent,
+            iterations=task.iterations,
+            batch_size=task.batch_size,
+            steps=task.steps,
+            seed=seed,
+            out=str(run_dir),
+            device=cfg.device,
+            novelty_reference=data_file,
+            agent_options=options,
+            diversity=task.diversity,
+            ray_address=cfg.ray_address,
+        )
+        Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False)
+        name = task.task.name
+        if name not in sun_by_task:
+            spec = load_prior(task.task.prior, num_steps=1).spec
+            known = training_data(spec, data_file).structures if data_file else []
+            sun_by_task[name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
+        summary_path.write_text(json.dumps(summarise_run(run_dir, sun_by_task[name], task), indent=1))
+    return json.loads(summary_path.read_text())
 
 
 def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
@@ -193,6 +226,10 @@ def results_markdown(results: pd.DataFrame, suite: Suite) -> str:
         lines.append("")
     lines.append("Each cell: mean over seeds [95% percentile-bootstrap interval of the mean]; (k/n): only k of n seeds reached it.")
     lines.append("evals_to_50/80: property evaluations until the batch success rate first reached 50%/80%. ")
+    lines.append("found_50/200: property evaluations until the run had found 50/200 distinct, valid, novel successes. ")
+    lines.append("final_success: the last training batch (an agent that chooses what to evaluate filters it); "
+                 f"policy_success: {POLICY_SAMPLES} fresh, unfiltered samples of the final policy, scored apart from the budget. ")
     lines.append("yield_per_1000: distinct, valid, novel successes over the whole run per 1,000 property evaluations. ")
+    lines.append("evaluations_saved: crystals sampled but never sent to the reward. ")
     lines.append("sun_rate: final batch, CHGNet single-point E_hull <= 0.1 eV/atom, unique, novel. t_*: seconds in total. prior: the no-update floor.")
     return "\n".join(lines) + "\n"

@@ -163,6 +163,17 @@ class CompositeReward:
             components.update(extra_components)
         return RewardResult(values, properties, components, ok, reasons)
 
+    def shape_and_combine(self, properties: dict[str, np.ndarray]) -> np.ndarray:
+        """The combined value that property values (one array per objective) would get, before any filter.
+
+        For crystals that pass the guards: what a surrogate of the properties predicts the reward to be.
+        """
+        return combine({obj.name: obj.shaping(np.asarray(properties[obj.name], float)) for obj in self.objectives}, self.how, self.weights)
+
+    def screen(self, structures: Sequence[Structure]) -> list[str]:
+        """Why each crystal would be refused before any property is computed ("" where it passes every guard)."""
+        return [self._guard(s) for s in structures]
+
     def _guard(self, structure: Structure) -> str:
         try:
             return self.guards.check(structure)

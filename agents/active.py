@@ -1,0 +1,121 @@
+"""Active learning on the policy's own samples: sample more crystals than the budget evaluates, send
+the true reward only those a surrogate of the reward ranks best, and update with PPO on those.
+
+Per iteration the trainer samples `oversample` x batch crystals and asks `select` for a batch:
+- crystals the reward's guards refuse cost no evaluation and are left out first;
+- until the surrogate has seen `min_train` evaluated crystals, and always with `acquisition="random"`
+  (the ablation), the batch is drawn at random;
+- otherwise each crystal gets `draws` reward samples from the surrogate's predictive normals, pushed
+  through the reward's own shaping; the acquisition is their mean plus `kappa` std (UCB), or mean minus
+  `kappa` std for a crystal farther from the evaluated ones than the surrogate is trusted (no credit for
+  extrapolation, so a region the surrogate has never seen cannot attract the batch by its error bars);
+- at most `max_per_formula` crystals of one reduced formula, as repeats would meet the diversity filter.
+Only evaluated crystals reach PPO and the surrogate, so surrogate scores never enter any count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from ..policies import DiffusionPolicy
+from ..rewards.surrogate import RewardSurrogate, SurrogateConfig
+from .options import check_ranges
+from .ppo import PPO, PPOConfig
+from .rollout import Rollout
+
+
+@dataclass
+class ActiveConfig(PPOConfig):
+    """PPO's settings plus the selection's.
+
+    Attributes:
+        oversample: crystals sampled per crystal evaluated.
+        acquisition: "ucb", or "random" for the ablation.
+        kappa: UCB weight of the predicted reward's std.
+        draws: reward samples per crystal from the surrogate.
+        max_per_formula: most crystals of one reduced formula per evaluated batch.
+        min_train: evaluated crystals the surrogate needs before it ranks anything.
+    """
+
+    oversample: int = 4
+    acquisition: str = "ucb"
+    kappa: float = 1.0
+    draws: int = 32
+    max_per_formula: int = 3
+    min_train: int = 32
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_ranges(self, at_least_one=("oversample", "draws", "max_per_formula", "min_train"), non_negative=("kappa",))
+        if self.acquisition not in ("ucb", "random"):
+            raise ValueError(f"acquisition must be 'ucb' or 'random', got {self.acquisition!r}")
+
+
+class ActiveLearning:
+    """PPO+KL on the crystals a surrogate-driven acquisition chose to evaluate (see the module docstring).
+
+    Args:
+        policy: the policy being fine-tuned.
+        prior: its frozen pretrained copy.
+        config: settings (default `ActiveConfig()`).
+        seed: seed of the agent's own random draws.
+    """
+
+    name = "active"
+    default_diversity: dict | None = None
+
+    def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: ActiveConfig | None = None, seed: int = 0):
+        self.cfg = config or ActiveConfig()
+        self.ppo = PPO(policy, prior, PPOConfig(**{f.name: getattr(self.cfg, f.name) for f in fields(PPOConfig)}), seed=seed)
+        self.oversample = self.cfg.oversample
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.reward = None
+        self.surrogate: RewardSurrogate | None = None
+
+    def attach(self, reward) -> None:
+        """Give the agent the task's reward: its guards, shaping and objectives (never its evaluations)."""
+        if not hasattr(reward, "objectives"):
+            raise ValueError(f"the active agent needs a CompositeReward to model, got {type(reward).__name__}")
+        self.reward = reward
+        self.surrogate = RewardSurrogate(reward, SurrogateConfig(min_train=self.cfg.min_train), seed=self.seed)
+
+    def select(self, structures: list, n: int) -> np.ndarray:
+        """Indices of the `n` crystals of `structures` to evaluate."""
+        refused = np.array([bool(r) for r in self.reward.screen(structures)])
+        passing = np.flatnonzero(~refused)
+        if self.cfg.acquisition == "random" or not self.surrogate.ready or not len(passing):
+            score = np.zeros(len(passing))
+        else:
+            rewards, trusted = self.surrogate.predicted_rewards([structures[i] for i in passing], self.cfg.draws, self.rng)
+            spread = self.cfg.kappa * rewards.std(0)
+            score = rewards.mean(0) + np.where(trusted, spread, -spread)
+        order = passing[np.lexsort((self.rng.random(len(passing)), -score))]  # best first, ties at random
+        chosen, per_formula = [], Counter()
+        for i in order:
+            formula = structures[i].composition.reduced_formula
+            if per_formula[formula] < self.cfg.max_per_formula:
+                chosen.append(i)
+                per_formula[formula] += 1
+            if len(chosen) == n:
+                break
+        rest = [i for i in order if i not in set(chosen)] + list(self.rng.permutation(np.flatnonzero(refused)))
+        return np.array((chosen + rest)[:n], dtype=int)
+
+    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+        result = rollout.result
+        stats = self.surrogate.observe(rollout.structures, result.properties, result.ok)
+        stats.update(self.ppo.update(rollout, iteration))
+        return stats
+
+    def state_dict(self) -> dict:
+        return {"ppo": self.ppo.state_dict(), "surrogate": self.surrogate.state_dict(), "rng": json.dumps(self.rng.bit_generator.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ppo.load_state_dict(state["ppo"])
+        self.surrogate.load_state_dict(state["surrogate"])
+        self.rng.bit_generator.state = json.loads(state["rng"])

@@ -1,0 +1,142 @@
+"""The equal tuning budget: every learning agent gets the same runs on a task that no suite reports.
+
+Protocol (`TUNING`): for each agent, a 2 x 2 grid over its two most sensitive settings, the shipped
+default and one alternative each, so four runs of one seed per agent; the task is
+PerovskiteBandGap (experimental, in no reported suite), T = 100, batch 64, 512 evaluations. The
+setting with the highest yield (distinct, valid, novel successes per 1,000 evaluations) wins, ties
+going to the higher final success and then to the default; the winners ship as the defaults.
+
+    python -m latticegym.benchmarks.tuning --out runs/tuning --data-dir ../shared/data [--agents ppo rwkl]
+
+Finished runs are skipped, so the command resumes; agents can run in separate processes on the
+same OUT, and the last to finish writes the whole table to OUT/tuning.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .runner import SUNRate, SweepConfig, run_one
+from .suites import SUITES, BenchTask
+
+CRITERION = ("yield_per_1000", "final_success")  # higher is better, compared in this order
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """What every agent is tuned on, and over which settings (the first value of each is the shipped default)."""
+
+    task: BenchTask
+    grids: dict[str, dict[str, tuple]] = field(default_factory=dict)
+    seed: int = 0
+
+    def variants(self, agent: str) -> list[dict]:
+        """Every combination of `agent`'s grid, the all-defaults one first."""
+        grid = self.grids[agent]
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+TUNING = TuningPlan(
+    BenchTask("LatticeGym/PerovskiteBandGap-v0", budget=512),
+    {
+        "ppo": {"lr": (3e-4, 1e-3), "kl_coef": (0.01, 0.001)},
+        "reinforce": {"lr": (3e-4, 1e-3), "kl_coef": (0.01, 0.001)},
+        "rwkl": {"lr": (1e-4, 3e-4), "sigma": (0.025, 0.1)},
+    },
+)
+
+
+def label(options: dict) -> str:
+    """A run-directory name for one setting, e.g. "lr=0.001,kl_coef=0.01"."""
+    return ",".join(f"{k}={v}" for k, v in options.items())
+
+
+def check_plan(plan: TuningPlan) -> None:
+    """Equal budgets, and a tuning task that no reported suite holds."""
+    reported = {t.env_id for name, suite in SUITES.items() if name != "quick" for t in suite.tasks}
+    if plan.task.env_id in reported:
+        raise ValueError(f"{plan.task.env_id} is reported in a suite; tune on a task that is not")
+    sizes = {agent: len(plan.variants(agent)) for agent in plan.grids}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"unequal tuning budgets (runs per agent): {sizes}")
+
+
+def run_tuning(plan: TuningPlan, cfg: SweepConfig, agents: list[str]) -> pd.DataFrame:
+    """Run (or finish) every variant of `agents`, then tabulate every finished run under `cfg.out`."""
+    check_plan(plan)
+    out = Path(cfg.out)
+    sun: dict[str, SUNRate] = {}
+    for agent in agents:
+        for options in plan.variants(agent):
+            run_one(plan.task, agent, plan.seed, out / "runs" / agent / label(options), cfg, options, sun)
+    rows = []
+    for agent in plan.grids:
+        for options in plan.variants(agent):
+            path = out / "runs" / agent / label(options) / "summary.json"
+            if path.exists():
+                rows.append({"agent": agent, "setting": label(options), **json.loads(path.read_text())})
+    results = pd.DataFrame(rows)
+    (out / "tuning.md").write_text(tuning_markdown(results, plan))
+    return results
+
+
+def choose(results: pd.DataFrame, plan: TuningPlan, agent: str) -> dict | None:
+    """The winning setting of `agent` (None until all its runs are done); ties go to the earlier variant, the default first."""
+    variants = plan.variants(agent)
+    rows = results[results.agent == agent] if len(results) else results
+    if len(rows) < len(variants):
+        return None
+    order = {label(v): i for i, v in enumerate(variants)}
+    key = lambda r: tuple(-float(r[c]) if pd.notna(r[c]) else float("inf") for c in CRITERION) + (order[r["setting"]],)  # noqa: E731
+    best = min((r for _, r in rows.iterrows()), key=key)
+    return variants[order[best["setting"]]]
+
+
+def tuning_markdown(results: pd.DataFrame, plan: TuningPlan) -> str:
+    """One table per agent: each setting's figures, and the winner."""
+    columns = ["yield_per_1000", "final_success", "evals_to_50", "uniqueness", "novelty", "kl", "wall"]
+    t = plan.task
+    lines = [
+        "# Tuning",
+        "",
+        f"Task {t.env_id} (in no reported suite), seed {plan.seed}, T={t.steps}, batch {t.batch_size}, {t.budget} evaluations per run; "
+        f"{len(next(iter(plan.grids.values())))} settings x 2 values = the same {len(plan.variants(next(iter(plan.grids))))} runs for every agent. "
+        f"Winner: highest {CRITERION[0]}, then {CRITERION[1]}, then the default.",
+        "",
+    ]
+    for agent in plan.grids:
+        rows = results[results.agent == agent] if len(results) else results
+        winner = choose(results, plan, agent)
+        lines += [f"## {agent}", "", "| setting | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for _, r in rows.iterrows():
+            mark = " (chosen)" if winner is not None and r["setting"] == label(winner) else ""
+            lines.append(f"| {r['setting']}{mark} | " + " | ".join(f"{float(r[c]):.3g}" for c in columns) + " |")
+        lines += ["", f"{len(rows)} of {len(plan.variants(agent))} runs done." if winner is None else f"Chosen: {label(winner)}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="tuning directory (resumes)")
+    parser.add_argument("--data-dir", default=None, help="folder with the priors' training CSVs (novelty)")
+    parser.add_argument("--agents", nargs="+", default=list(TUNING.grids), help="agents to run here (default: all)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    unknown = set(args.agents) - set(TUNING.grids)
+    if unknown:
+        parser.error(f"--agents: no tuning grid for {sorted(unknown)}; grids: {sorted(TUNING.grids)}")
+    import torch
+
+    torch.set_num_threads(1)
+    run_tuning(TUNING, SweepConfig(out=args.out, data_dir=args.data_dir, device=args.device), args.agents)
+    print((Path(args.out) / "tuning.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

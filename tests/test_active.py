@@ -1,0 +1,142 @@
+"""The surrogate of the reward and the active-learning agent that chooses what to evaluate."""
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import perovskite
+from pymatgen.core import Lattice, Structure
+
+from latticegym.agents.active import ActiveConfig, ActiveLearning
+from latticegym.agents.trainer import TrainConfig, Trainer
+from latticegym.envs.tasks import get_task
+from latticegym.policies import load_prior
+from latticegym.rewards.surrogate import RewardSurrogate, Surrogate, prospective_stats
+
+A_SITES = ["Sr", "Ba", "Ca", "K", "Na", "La", "Y", "Li"]
+B_SITES = ["Ti", "Zr", "Nb", "Ta", "Fe", "Co", "Mn", "Al", "Ga", "Sc"]
+
+
+def abx3(a: str, b: str, x: str = "O", size: float = 3.9) -> Structure:
+    return Structure(Lattice.cubic(size), [a, b, x, x, x], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def crystals() -> list[Structure]:
+    """160 ABX3 cubes in a fixed shuffled order, so any slice spans the elements."""
+    pool = [abx3(a, b, x) for (a, b), x in itertools.product(itertools.product(A_SITES, B_SITES), ["O", "F"])]
+    return [pool[i] for i in np.random.default_rng(0).permutation(len(pool))]
+
+
+def test_surrogate_ranks_unseen_points_and_its_intervals_are_calibrated():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 4))
+    y = x[:, 0] ** 2 + x[:, 1] + 0.3 * rng.normal(size=600)
+    model = Surrogate()
+    model.fit(x[:400], y[:400])
+    mean, std, trusted = model.predict(x[400:])
+    stats = prospective_stats(y[400:], mean, std)
+    assert stats["spearman"] > 0.8
+    assert 0.55 <= stats["coverage_1sigma"] <= 0.85 and stats["coverage_2sigma"] >= 0.85  # nominal 0.683, 0.954
+    assert trusted.mean() > 0.9
+    assert not model.predict(x[400:410] + 20.0)[2].any()  # far from every training point: not trusted
+
+
+def test_surrogate_needs_enough_data_and_says_so():
+    model = Surrogate()
+    model.fit(np.zeros((5, 3)), np.arange(5.0))
+    assert not model.ready
+    with pytest.raises(RuntimeError, match="not been fitted"):
+        model.predict(np.zeros((1, 3)))
+
+
+def test_reward_surrogate_learns_hhi_and_refits_identically_from_its_state():
+    reward = get_task("PerovskiteLowHHI").make_reward()
+    pool = crystals()
+    result = reward(pool[:120])
+    surrogate = RewardSurrogate(reward)
+    first = surrogate.observe(pool[:60], {k: v[:60] for k, v in result.properties.items()}, result.ok[:60])
+    assert np.isnan(first["surrogate/hhi/mae"])  # nothing to predict with before the first fit
+    second = surrogate.observe(pool[60:120], {k: v[60:] for k, v in result.properties.items()}, result.ok[60:])
+    assert second["surrogate/hhi/spearman"] > 0.5 and second["surrogate/train_size"] == result.ok.sum()
+
+    rewards, trusted = surrogate.predicted_rewards(pool[120:], draws=16, rng=np.random.default_rng(0))
+    assert rewards.shape == (16, len(pool) - 120) and trusted.dtype == bool
+
+    restored = RewardSurrogate(reward)
+    restored.load_state_dict(surrogate.state_dict())
+    a = surrogate.predicted_rewards(pool[120:], draws=4, rng=np.random.default_rng(1))[0]
+    b = restored.predicted_rewards(pool[120:], draws=4, rng=np.random.default_rng(1))[0]
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return load_prior("perov_5", num_steps=4).frozen_copy()
+
+
+def agent(prior, **options) -> ActiveLearning:
+    a = ActiveLearning(load_prior("perov_5", num_steps=4), prior, ActiveConfig(min_train=16, **options))
+    a.attach(get_task("PerovskiteLowHHI").make_reward())
+    return a
+
+
+def test_select_leaves_refused_crystals_last_and_caps_repeats_of_a_formula(prior):
+    oxygen = Structure(Lattice.cubic(4.0), ["O"] * 5, [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    pool = [oxygen] * 4 + [perovskite()] * 6 + [abx3("Ba", "Zr")] * 2
+    chosen = agent(prior, acquisition="random", max_per_formula=2).select(pool, 10)
+    assert len(chosen) == len(set(chosen)) == 10
+    formulas = [pool[i].composition.reduced_formula for i in chosen]
+    assert sorted(formulas[:4]) == ["BaZrO3", "BaZrO3", "SrTiO3", "SrTiO3"]  # the cap of 2 per formula first
+    assert formulas[4:8] == ["SrTiO3"] * 4  # then the capped ones
+    assert set(chosen[8:]) <= {0, 1, 2, 3}  # pure oxygen, refused by the guards, only to fill the batch
+
+
+def test_ucb_picks_what_the_surrogate_ranks_best_and_random_does_not(prior):
+    reward = get_task("PerovskiteLowHHI").make_reward()
+    pool = crystals()
+    ucb, rnd = agent(prior), agent(prior, acquisition="random")
+    result = reward(pool)
+    for a in (ucb, rnd):
+        a.surrogate.observe(pool, result.properties, result.ok)
+    truth = result.values
+    pick_ucb = ucb.select(pool, 20)
+    pick_rnd = rnd.select(pool, 20)
+    assert truth[pick_ucb].mean() > truth[pick_rnd].mean() + 0.1
+    assert truth[pick_ucb].mean() > np.quantile(truth, 0.6)
+
+
+TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", agent="active", iterations=4, batch_size=6, steps=4, seed=0, agent_options={"oversample": 3, "min_train": 6})
+
+
+def test_only_evaluated_crystals_are_counted_scored_and_recorded(tmp_path):
+    trainer = Trainer(replace(TINY, out=str(tmp_path)))
+    trainer.run(progress=False)
+    metrics, evaluated = pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(tmp_path / "evaluated.csv")
+    assert (metrics.evaluations_saved == 12).all()  # 18 sampled, 6 sent to the reward, every iteration
+    assert len(evaluated) == 4 * 6
+    assert metrics.evaluations.iloc[-1] == trainer.reward.evaluations <= 24  # guarded crystals cost nothing
+    np.testing.assert_allclose(metrics.success_rate, evaluated.groupby("iteration").success.mean())
+    assert metrics["surrogate/train_size"].iloc[-1] <= 24  # trained on evaluated crystals only
+
+
+def test_killed_active_run_resumes_exactly(tmp_path):
+    Trainer(replace(TINY, out=str(tmp_path / "reference"))).run(progress=False)
+    victim = Trainer(replace(TINY, out=str(tmp_path / "victim")))
+    real_step, calls = victim.step, []
+
+    def dies_in_the_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real_step(*args)
+
+    victim.step = dies_in_the_third
+    with pytest.raises(RuntimeError, match="killed"):
+        victim.run(progress=False)
+    Trainer(replace(TINY, out=str(tmp_path / "victim"))).run(resume=True, progress=False)
+    a, b = pd.read_csv(tmp_path / "reference" / "metrics.csv"), pd.read_csv(tmp_path / "victim" / "metrics.csv")
+    same = [c for c in a.columns if not c.startswith("t_")]
+    pd.testing.assert_frame_equal(a[same], b[same])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reference" / "evaluated.csv"), pd.read_csv(tmp_path / "victim" / "evaluated.csv"))

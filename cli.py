@@ -208,14 +208,13 @@ def cmd_train(args) -> int:
 
 def cmd_bench(args) -> int:
     from .benchmarks.runner import SweepConfig, run_suite
-    from .benchmarks.suites import get_suite
+    from .agents.trainer import AGENTS
+    from .benchmarks.suites import VARIANTS, get_suite
 
     agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
-    from .agents.trainer import AGENTS
-
-    unknown = set(agents) - set(AGENTS)
+    unknown = set(agents) - set(AGENTS) - set(VARIANTS)
     if unknown:
-        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join(AGENTS)}")
+        raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join([*AGENTS, *VARIANTS])}")
     data_dir = args.data if args.data else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
     cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address)
     results = run_suite(get_suite(args.suite), cfg)
@@ -321,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a task suite for several agents and seeds; tables and plots (resumes an interrupted sweep)")
     p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard (default: %(default)s)")
-    p.add_argument("--agents", default="prior,ppo,rwkl,reinforce", help="comma-separated; 'prior' is the no-update floor (default: %(default)s)")
+    p.add_argument("--agents", default="prior,ppo,rwkl,reinforce,active", help="comma-separated; 'prior' is the no-update floor, 'active-random' the active agent with random selection (default: %(default)s)")
     p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per task and agent (default: %(default)s)")
     p.add_argument("--out", required=True, help="sweep directory: runs/, results.csv, results.md, plots")
     p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")

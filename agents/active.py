@@ -6,9 +6,11 @@ Per iteration the trainer samples `oversample` x batch crystals and asks `select
 - until the surrogate has seen `min_train` evaluated crystals, and always with `acquisition="random"`
   (the ablation), the batch is drawn at random;
 - otherwise each crystal gets `draws` reward samples from the surrogate's predictive normals, pushed
-  through the reward's own shaping; the acquisition is their mean plus `kappa` std (UCB), or mean minus
-  `kappa` std for a crystal farther from the evaluated ones than the surrogate is trusted (no credit for
-  extrapolation, so a region the surrogate has never seen cannot attract the batch by its error bars);
+  through the reward's own shaping; the acquisition is their mean (the expected reward, which already
+  credits uncertainty where the shaping is nonlinear, as near a success threshold) plus `kappa` std
+  (UCB); a crystal farther from the evaluated ones than the surrogate is trusted gets mean minus one
+  std instead, whatever `kappa` is, so a region the surrogate has never seen cannot attract the batch
+  by extrapolation;
 - at most `max_per_formula` crystals of one reduced formula, as repeats would meet the diversity filter.
 Only evaluated crystals reach PPO and the surrogate, so surrogate scores never enter any count.
 """
@@ -28,6 +30,9 @@ from .ppo import PPO, PPOConfig
 from .rollout import Rollout
 
 
+DISTRUST = 1.0  # std weight subtracted from the score of a crystal outside the surrogate's trusted region
+
+
 @dataclass
 class ActiveConfig(PPOConfig):
     """PPO's settings plus the selection's.
@@ -41,9 +46,9 @@ class ActiveConfig(PPOConfig):
         min_train: evaluated crystals the surrogate needs before it ranks anything.
     """
 
-    oversample: int = 4
+    oversample: int = 8  # tuned: docs/standard_suite/tuning.md
     acquisition: str = "ucb"
-    kappa: float = 1.0
+    kappa: float = 0.0  # tuned
     draws: int = 32
     max_per_formula: int = 3
     min_train: int = 32
@@ -92,8 +97,8 @@ class ActiveLearning:
             score = np.zeros(len(passing))
         else:
             rewards, trusted = self.surrogate.predicted_rewards([structures[i] for i in passing], self.cfg.draws, self.rng)
-            spread = self.cfg.kappa * rewards.std(0)
-            score = rewards.mean(0) + np.where(trusted, spread, -spread)
+            std = rewards.std(0)
+            score = rewards.mean(0) + np.where(trusted, self.cfg.kappa * std, -DISTRUST * std)
         order = passing[np.lexsort((self.rng.random(len(passing)), -score))]  # best first, ties at random
         chosen, per_formula = [], Counter()
         for i in order:

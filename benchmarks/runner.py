@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,12 +18,12 @@ from tqdm import tqdm
 
 from ..agents.trainer import TrainConfig, Trainer, evaluate_policy
 from ..crystal import MatchIndex, structure_from_cif, validity
-from ..files import RunLock
+from ..files import RunLockedError
 from ..policies import load_policy, load_prior
 from ..policies.pretrain import training_data
 from .metrics import unique_novel
 from .plots import make_all
-from .suites import BenchTask, Suite
+from .suites import VARIANTS, BenchTask, Suite
 
 REPORTED = [
     "evals_to_50", "evals_to_80", "found_50", "found_200", "final_success", "policy_success", "yield_per_1000", "best_reward",
@@ -52,7 +53,7 @@ class SweepConfig:
 
     Attributes:
         out: sweep directory.
-        agents: agent names.
+        agents: agent names, or labels of `suites.VARIANTS` (such as "active-random").
         seeds: seeds per task and agent.
         data_dir: folder with the priors' training CSVs (novelty and the SUN hull).
         device: torch device.
@@ -60,7 +61,7 @@ class SweepConfig:
     """
 
     out: str
-    agents: tuple[str, ...] = ("prior", "ppo", "rwkl", "reinforce")
+    agents: tuple[str, ...] = ("prior", "ppo", "rwkl", "reinforce", "active")
     seeds: int = 3
     data_dir: str | None = None  # where <prior data file> lives (the priors' training data): novelty and SUN hull
     device: str = "cpu"
@@ -133,27 +134,43 @@ def summarise_run(run_dir: Path, sun: SUNRate, task: BenchTask) -> dict:
 
 
 def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataFrame:
-    """Run (or finish) every task x agent x seed of `suite`; holds the lock on `cfg.out` throughout."""
-    with RunLock(cfg.out):
-        return _run_suite(suite, cfg, progress)
+    """Run (or finish) every task x agent x seed of `suite` and tabulate the finished runs.
 
-
-def _run_suite(suite: Suite, cfg: SweepConfig, progress: bool) -> pd.DataFrame:
+    Several processes may share `cfg.out`, one per core: each run directory is locked by its
+    trainer, a run that another process holds is skipped, and each process writes the table of
+    every run finished when it ends.
+    """
     out = Path(cfg.out)
     rows = []
     jobs = [(task, agent, seed) for task in suite.tasks for agent in cfg.agents for seed in range(cfg.seeds)]
     bar = tqdm(jobs, desc=f"suite {suite.name}", unit="run", disable=not progress)
     sun_by_task: dict[str, SUNRate] = {}
-    for task, agent, seed in bar:
-        run_dir = out / "runs" / task.task.name / agent / f"seed{seed}"
-        summary = run_one(task, agent, seed, run_dir, cfg, task.agent_options.get(agent, {}), sun_by_task)
-        rows.append({"task": task.task.name, "agent": agent, "seed": seed, **summary})
+    for task, label, seed in bar:
+        agent, options = resolve_agent(label, task)
+        try:
+            run_one(task, agent, seed, _run_dir(out, task, label, seed), cfg, options, sun_by_task)
+        except RunLockedError as exc:
+            print(f"skipping {_run_dir(out, task, label, seed)}: {exc}", file=sys.stderr)
+    for task, label, seed in jobs:  # every finished run, whichever process ran it
+        path = _run_dir(out, task, label, seed) / "summary.json"
+        if path.exists():
+            rows.append({"task": task.task.name, "agent": label, "seed": seed, **json.loads(path.read_text())})
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
     (out / "results.md").write_text(results_markdown(results, suite))
     make_all(out)
     (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
     return results
+
+
+def _run_dir(out: Path, task: BenchTask, label: str, seed: int) -> Path:
+    return out / "runs" / task.task.name / label / f"seed{seed}"
+
+
+def resolve_agent(label: str, task: BenchTask) -> tuple[str, dict]:
+    """The agent and options behind a suite's agent label: an agent name, or a variant such as "active-random"."""
+    agent, options = VARIANTS.get(label, (label, {}))
+    return agent, {**options, **task.agent_options.get(label, {})}
 
 
 def run_one(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> dict:

@@ -51,6 +51,9 @@ class Suite:
     description: str = ""
 
 
+# Agent labels that a sweep can name besides the agents themselves: (agent, options).
+VARIANTS = {"active-random": ("active", {"acquisition": "random"})}  # the ablation: same agent, random selection
+
 # The quick suite is a pipeline test: MatInvent's full sweep (3 epochs x 1000 timesteps) would take most of CI's time.
 QUICK_OPTIONS = {"rwkl": {"timesteps": 100}}
 
@@ -68,9 +71,9 @@ SUITES = {
         Suite(
             "standard",
             (
-                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=1024),
                 BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=1024),
                 BenchTask("LatticeGym/PerovskiteMagnet-v0", budget=1024),
+                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=1024),
             ),
             "16 iterations of batch 64, T=100: about the 1,000 property evaluations in which MatInvent reports convergence",
         ),

@@ -140,3 +140,17 @@ def test_killed_active_run_resumes_exactly(tmp_path):
     same = [c for c in a.columns if not c.startswith("t_")]
     pd.testing.assert_frame_equal(a[same], b[same])
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reference" / "evaluated.csv"), pd.read_csv(tmp_path / "victim" / "evaluated.csv"))
+
+
+def test_a_crystal_outside_the_trusted_region_is_scored_below_its_mean(prior, monkeypatch):
+    a = agent(prior, kappa=0.0)
+    pool = [abx3("Sr", "Ti"), abx3("Ba", "Zr"), abx3("Ca", "Ti")]
+    seen = a.reward(crystals()[:40])
+    a.surrogate.observe(crystals()[:40], seen.properties, seen.ok)
+    draws = np.array([[0.6, 0.5, 0.1], [0.6, 0.5, 0.1], [0.6, 0.5, 0.1], [0.0, 0.5, 0.1]])  # crystal 0: mean 0.45, std 0.26
+    monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.array([False, True, True])))
+    assert a.select(pool, 1).tolist() == [1]  # untrusted 0.45 - 0.26 < trusted 0.5
+    monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.array([True, True, True])))
+    assert a.select(pool, 1).tolist() == [1]  # kappa 0: the means decide
+    a.cfg.kappa = 1.0
+    assert a.select(pool, 1).tolist() == [0]  # UCB: 0.45 + 0.26 > 0.5

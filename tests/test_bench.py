@@ -1,5 +1,7 @@
 import json
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,7 +9,12 @@ import pytest
 from test_cli import run_cli, run_cli_measured
 
 from latticegym.benchmarks.runner import evals_to, results_markdown
-from latticegym.benchmarks.suites import SUITES, get_suite
+from latticegym.agents.trainer import AGENTS
+from latticegym.benchmarks.suites import SUITES, BenchTask, get_suite
+
+
+def make_agent_config(agent: str):
+    return AGENTS[agent][1]()
 
 
 def test_suites_name_env_success_budget_and_settings():
@@ -50,14 +57,17 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_seeds():
 @pytest.mark.slow
 def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_path):
     out = tmp_path / "bench"
-    args = ("bench", "--suite", "quick", "--agents", "prior,ppo,rwkl", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
+    args = ("bench", "--suite", "quick", "--agents", "prior,ppo,rwkl,active-random", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
     result, peak_gb = run_cli_measured(*args, timeout=1500)
     assert result.returncode == 0, result.stderr
     assert peak_gb < 4.0, f"the quick suite peaked at {peak_gb:.2f} GB"
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 6 and set(results.agent) == {"prior", "ppo", "rwkl"}
-    for col in ("evals_to_50", "evals_to_80", "final_success", "yield_per_1000", "best_reward", "sun_rate", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update"):
+    assert len(results) == 8 and set(results.agent) == {"prior", "ppo", "rwkl", "active-random"}
+    for col in ("evals_to_50", "found_50", "final_success", "policy_success", "yield_per_1000", "sun_rate", "uniqueness", "novelty", "kl", "evaluations_saved", "t_sample"):
         assert col in results.columns
+    saved = results.set_index(["task", "agent"]).evaluations_saved
+    assert (saved.xs("active-random", level="agent") > 0).all() and (saved.drop("active-random", level="agent") == 0).all()
+    assert results.policy_success.between(0, 1).all()
     assert results.novelty.notna().all() and results.sun_rate.between(0, 1).all()
     assert "## PerovskiteFormationEnergy" in (out / "results.md").read_text()
     for png in ("learning_curves.png", "property_histograms.png", "gallery.png"):
@@ -70,8 +80,63 @@ def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)
 
 
+def test_a_variant_label_names_an_agent_and_its_options():
+    from latticegym.benchmarks.runner import resolve_agent
+
+    task = get_suite("standard").tasks[0]
+    assert resolve_agent("active-random", task) == ("active", {"acquisition": "random"})
+    assert resolve_agent("ppo", task) == ("ppo", {})
+
+
 def test_experimental_tasks_stay_out_of_the_standard_suite():
     from latticegym.envs.tasks import TASKS
 
     standard = {t.task.name for t in get_suite("standard").tasks}
     assert standard and not {name for name, t in TASKS.items() if t.experimental} & standard
+
+
+def test_tuning_gives_every_agent_the_same_runs_on_an_unreported_task():
+    from latticegym.benchmarks.tuning import TUNING, TuningPlan, check_plan
+
+    check_plan(TUNING)
+    assert {len(TUNING.variants(a)) for a in TUNING.grids} == {4}
+    assert set(TUNING.grids) >= {"ppo", "rwkl", "reinforce", "active"}
+    reported = TuningPlan(BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=64), {"ppo": {"lr": (1e-3,)}})
+    with pytest.raises(ValueError, match="reported"):
+        check_plan(reported)
+    with pytest.raises(ValueError, match="unequal"):
+        check_plan(TuningPlan(TUNING.task, {"ppo": {"lr": (1, 2)}, "rwkl": {"lr": (1,)}}))
+
+
+def test_shipped_defaults_are_the_settings_the_tuning_table_chose():
+    table = (Path(__file__).parents[1] / "docs" / "standard_suite" / "tuning.md").read_text()
+    chosen = dict(re.findall(r"^## (\w+)\n(?:.*\n)*?Chosen: (.*)\.$", table, flags=re.M))
+    from latticegym.benchmarks.tuning import TUNING, label
+
+    assert set(chosen) == set(TUNING.grids), "every agent's tuning must be finished and recorded"
+    for agent, setting in chosen.items():
+        config = make_agent_config(agent)
+        assert label({k: getattr(config, k) for k in TUNING.grids[agent]}) == setting, agent
+
+
+def test_tuning_chooses_by_yield_then_success_then_the_default():
+    from latticegym.benchmarks.tuning import TuningPlan, choose, label
+
+    plan = TuningPlan(BenchTask("LatticeGym/PerovskiteBandGap-v0", budget=64), {"ppo": {"lr": (3e-4, 1e-3), "kl_coef": (0.01, 0.001)}})
+    variants = plan.variants("ppo")
+    rows = pd.DataFrame([{"agent": "ppo", "setting": label(v), "yield_per_1000": y, "final_success": s} for v, y, s in zip(variants, [5, 9, 9, 1], [0.1, 0.2, 0.3, 0.9])])
+    assert choose(rows.iloc[:3], plan, "ppo") is None  # not every run is done
+    assert choose(rows, plan, "ppo") == variants[2]
+    rows["yield_per_1000"] = 3.0
+    rows["final_success"] = 0.5
+    assert choose(rows, plan, "ppo") == variants[0]
+
+
+def test_evals_to_find_counts_to_the_iteration_of_the_kth_discovery():
+    from latticegym.benchmarks.runner import evals_to_find
+
+    metrics = pd.DataFrame({"iteration": [0, 1, 2], "evaluations": [10.0, 20.0, 30.0]})
+    win_iterations = np.array([0, 0, 1, 1, 2, 2])
+    assert evals_to_find(metrics, win_iterations, [0, 2, 3, 5], 3) == 20.0
+    assert evals_to_find(metrics, win_iterations, [0, 2, 3, 5], 4) == 30.0
+    assert np.isnan(evals_to_find(metrics, win_iterations, [0, 2], 3))

@@ -216,7 +216,7 @@ def cmd_bench(args) -> int:
     if unknown:
         raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join([*AGENTS, *VARIANTS])}")
     data_dir = args.data if args.data else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
-    cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address)
+    cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address, run=not args.tabulate)
     results = run_suite(get_suite(args.suite), cfg)
     out = Path(args.out)
     print((out / "results.md").read_text())
@@ -320,11 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a task suite for several agents and seeds; tables and plots (resumes an interrupted sweep)")
     p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard (default: %(default)s)")
-    p.add_argument("--agents", default="prior,ppo,rwkl,reinforce,active", help="comma-separated; 'prior' is the no-update floor, 'active-random' the active agent with random selection (default: %(default)s)")
+    p.add_argument("--agents", default="prior,ppo,rwkl,reinforce,active", help="comma-separated; 'prior' is the no-update floor, 'active-random' the active agent with random selection, 'rwkl-tuned' MatInvent's update with our tuned settings (default: %(default)s)")
     p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per task and agent (default: %(default)s)")
     p.add_argument("--out", required=True, help="sweep directory: runs/, results.csv, results.md, plots")
     p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")
     p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address (default: in this process)")
+    p.add_argument("--tabulate", action="store_true", help="run nothing: tabulate and plot the runs already finished in --out (a partial sweep's table)")
     _common(p)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -58,6 +58,7 @@ class SweepConfig:
         data_dir: folder with the priors' training CSVs (novelty and the SUN hull).
         device: torch device.
         ray_address: reward evaluation on Ray actors ("local" starts one here).
+        run: False only tabulates the runs already finished (a partial sweep's table).
     """
 
     out: str
@@ -66,6 +67,7 @@ class SweepConfig:
     data_dir: str | None = None  # where <prior data file> lives (the priors' training data): novelty and SUN hull
     device: str = "cpu"
     ray_address: str | None = None  # reward evaluation on Ray actors ("local" starts one here)
+    run: bool = True
 
 
 def evals_to(metrics: pd.DataFrame, level: float) -> float:
@@ -143,7 +145,7 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     out = Path(cfg.out)
     rows = []
     jobs = [(task, agent, seed) for task in suite.tasks for agent in cfg.agents for seed in range(cfg.seeds)]
-    bar = tqdm(jobs, desc=f"suite {suite.name}", unit="run", disable=not progress)
+    bar = tqdm(jobs if cfg.run else [], desc=f"suite {suite.name}", unit="run", disable=not progress)
     sun_by_task: dict[str, SUNRate] = {}
     for task, label, seed in bar:
         agent, options = resolve_agent(label, task)

@@ -159,7 +159,8 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
             rows.append({"task": task.task.name, "agent": label, "seed": seed, **json.loads(path.read_text())})
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(results_markdown(results, suite))
+    missing = [f"{t.task.name}/{label}/seed{seed}" for t, label, seed in jobs if not (_run_dir(out, t, label, seed) / "summary.json").exists()]
+    (out / "results.md").write_text(results_markdown(results, suite, missing))
     make_all(out)
     (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
     return results
@@ -215,9 +216,14 @@ def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def results_markdown(results: pd.DataFrame, suite: Suite) -> str:
-    """Mean and 95% bootstrap interval over seeds per task and agent; the best mean per task and column in bold (ties all bold)."""
+def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = ()) -> str:
+    """Mean and 95% bootstrap interval over seeds per task and agent; the best mean per task and column in bold (ties all bold).
+
+    `missing` names the sweep's unfinished runs; a table with any is marked partial at the top.
+    """
     lines = [f"# Suite `{suite.name}`", "", suite.description, ""]
+    if missing:
+        lines += [f"**Partial: {len(missing)} of {len(missing) + len(results)} runs are not finished** ({', '.join(missing)}).", ""]
     columns = [c for c in REPORTED if c in results.columns]
     for task, group in results.groupby("task", sort=False):
         spec = next(t for t in suite.tasks if t.task.name == task)

@@ -145,3 +145,10 @@ def test_evals_to_find_counts_to_the_iteration_of_the_kth_discovery():
     assert evals_to_find(metrics, win_iterations, [0, 2, 3, 5], 3) == 20.0
     assert evals_to_find(metrics, win_iterations, [0, 2, 3, 5], 4) == 30.0
     assert np.isnan(evals_to_find(metrics, win_iterations, [0, 2], 3))
+
+
+def test_a_partial_sweep_says_so_at_the_top():
+    results = pd.DataFrame([{"task": "PerovskiteLowHHI", "agent": "ppo", "seed": 0, "final_success": 0.5}])
+    md = results_markdown(results, get_suite("quick"), ["PerovskiteLowHHI/ppo/seed1"])
+    assert "**Partial: 1 of 2 runs are not finished** (PerovskiteLowHHI/ppo/seed1)" in md
+    assert "Partial" not in results_markdown(results, get_suite("quick"))

@@ -24,9 +24,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def _runs(out: Path):
-    """(task, agent, seed, run_dir) for every run of a sweep."""
+    """(task, agent, seed, run_dir) for every finished run of a sweep."""
     for run in sorted((out / "runs").glob("*/*/seed*")):
-        if (run / "metrics.csv").exists():
+        if (run / "summary.json").exists():  # finished runs only, as in the table
             yield run.parts[-3], run.parts[-2], int(run.name.removeprefix("seed")), run
 
 

@@ -237,6 +237,13 @@ def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
     return matcher.fit(a, b, skip_structure_reduction=True)
 
 
+def nearest_neighbour_distances(structure: Structure) -> np.ndarray:
+    """Each atom's distance to its nearest neighbour, periodic images (its own included) counted, in Å."""
+    d = structure.distance_matrix.copy()
+    np.fill_diagonal(d, min(structure.lattice.abc))  # an atom's own nearest periodic image
+    return d.min(axis=1)
+
+
 def unique_indices(structures: Sequence[Structure], progress: bool = False) -> list[int]:
     """One representative (the first) of each group of matching structures (StructureMatcher defaults)."""
     reduced, keys = _match_keys(structures)

@@ -108,7 +108,8 @@ class ActiveLearning:
                 per_formula[formula] += 1
             if len(chosen) == n:
                 break
-        rest = [i for i in order if i not in set(chosen)] + list(self.rng.permutation(np.flatnonzero(refused)))
+        taken = set(chosen)
+        rest = [i for i in order if i not in taken] + list(self.rng.permutation(np.flatnonzero(refused)))
         return np.array((chosen + rest)[:n], dtype=int)
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:

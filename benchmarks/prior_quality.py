@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from ..crystal import nearest_neighbour_distances
 from ..datasets import read_csv
 from ..policies.checkpoint import load_prior
 from ..policies.pretrain import split_dataset
@@ -27,11 +28,7 @@ PERCENTILES = (5, 50, 95)
 
 def nearest_neighbour_percentiles(structures) -> list[float]:
     """Percentiles of each atom's distance to its nearest neighbour (periodic images included), in Å."""
-    distances = []
-    for s in structures:
-        d = s.distance_matrix.copy()
-        np.fill_diagonal(d, min(s.lattice.abc))  # an atom's own nearest periodic image
-        distances.extend(d.min(axis=1))
+    distances = np.concatenate([nearest_neighbour_distances(s) for s in structures])
     return [float(x) for x in np.percentile(distances, PERCENTILES)]
 
 

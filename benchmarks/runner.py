@@ -153,13 +153,15 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
             run_one(task, agent, seed, _run_dir(out, task, label, seed), cfg, options, sun_by_task)
         except RunLockedError as exc:
             print(f"skipping {_run_dir(out, task, label, seed)}: {exc}", file=sys.stderr)
+    missing = []
     for task, label, seed in jobs:  # every finished run, whichever process ran it
         path = _run_dir(out, task, label, seed) / "summary.json"
         if path.exists():
             rows.append({"task": task.task.name, "agent": label, "seed": seed, **json.loads(path.read_text())})
+        else:
+            missing.append(f"{task.task.name}/{label}/seed{seed}")
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
-    missing = [f"{t.task.name}/{label}/seed{seed}" for t, label, seed in jobs if not (_run_dir(out, t, label, seed) / "summary.json").exists()]
     (out / "results.md").write_text(results_markdown(results, suite, missing))
     make_all(out)
     (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))

@@ -8,7 +8,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 from pymatgen.core import Structure
 
-from ..crystal import MAX_ATOMS_PER_A3, compositional_validity, structural_validity
+from ..crystal import MAX_ATOMS_PER_A3, compositional_validity, nearest_neighbour_distances, structural_validity
 from .base import PropertySource, RewardResult
 from .shaping import Identity, combine
 
@@ -56,9 +56,7 @@ class Guards:
                 return f"{structure.composition.reduced_formula} is crushed: {density:.3f} atoms/Å^3 > {self.max_atoms_per_a3}"
         if self.neighbour_range is not None:
             lo, hi = self.neighbour_range
-            d = structure.distance_matrix.copy()
-            np.fill_diagonal(d, min(structure.lattice.abc))  # an atom's own nearest image
-            nearest = d.min(axis=1)
+            nearest = nearest_neighbour_distances(structure)
             i = int(np.argmax((nearest < lo) | (nearest > hi)))
             if not lo <= nearest[i] <= hi:
                 return f"atom {i}'s nearest neighbour is {nearest[i]:.2f} Å away, outside [{lo}, {hi}] Å"

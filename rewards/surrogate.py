@@ -16,6 +16,8 @@ import numpy as np
 from pymatgen.core import Structure
 from scipy.stats import spearmanr
 
+from ..crystal import nearest_neighbour_distances
+
 
 @lru_cache(maxsize=1)
 def _magpie():
@@ -35,9 +37,7 @@ def structure_features(structure: Structure) -> np.ndarray:
     """Cell-shape and packing features that Magpie's composition statistics cannot see."""
     n = len(structure)
     volume = max(structure.volume, 1e-6)
-    d = structure.distance_matrix.copy()
-    np.fill_diagonal(d, min(structure.lattice.abc))
-    nearest = d.min(axis=1)
+    nearest = nearest_neighbour_distances(structure)
     abc = np.sort(structure.lattice.abc) / np.cbrt(volume / n)
     return np.array([n, volume / n, structure.density, *abc, *np.sort(structure.lattice.angles), nearest.min(), nearest.mean()])
 

@@ -13,6 +13,12 @@ Per iteration the trainer samples `oversample` x batch crystals and asks `select
   by extrapolation;
 - at most `max_per_formula` crystals of one reduced formula, as repeats would meet the diversity filter.
 Only evaluated crystals reach PPO and the surrogate, so surrogate scores never enter any count.
+
+An acquired batch is no random sample of the policy: normalised against its own mean, as PPO does,
+half of a batch of near-successes would be pushed down. With `baseline="pool"` the advantages are
+taken against the whole pool instead: the mean and std of its estimated rewards, which are the true
+reward for evaluated crystals, 0 for refused ones and the surrogate's expected reward for the rest.
+The surrogate so sets only the baseline; the pushes come from true rewards alone.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class ActiveConfig(PPOConfig):
         draws: reward samples per crystal from the surrogate.
         max_per_formula: most crystals of one reduced formula per evaluated batch.
         min_train: evaluated crystals the surrogate needs before it ranks anything.
+        baseline: "pool" (advantages against the whole pool's estimated rewards) or "batch" (PPO's own).
     """
 
     oversample: int = 8  # tuned: docs/standard_suite/tuning.md
@@ -52,12 +59,15 @@ class ActiveConfig(PPOConfig):
     draws: int = 32
     max_per_formula: int = 3
     min_train: int = 32
+    baseline: str = "pool"
 
     def __post_init__(self):
         super().__post_init__()
         check_ranges(self, at_least_one=("oversample", "draws", "max_per_formula", "min_train"), non_negative=("kappa",))
         if self.acquisition not in ("ucb", "random"):
             raise ValueError(f"acquisition must be 'ucb' or 'random', got {self.acquisition!r}")
+        if self.baseline not in ("pool", "batch"):
+            raise ValueError(f"baseline must be 'pool' or 'batch', got {self.baseline!r}")
 
 
 class ActiveLearning:
@@ -81,6 +91,7 @@ class ActiveLearning:
         self.rng = np.random.default_rng(seed)
         self.reward = None
         self.surrogate: RewardSurrogate | None = None
+        self.pool_estimate: tuple[np.ndarray, np.ndarray] | None = None  # (estimated rewards, chosen) of the last pool
 
     def attach(self, reward) -> None:
         """Give the agent the task's reward: its guards, shaping and objectives (never its evaluations)."""
@@ -93,12 +104,14 @@ class ActiveLearning:
         """Indices of the `n` crystals of `structures` to evaluate."""
         refused = np.array([bool(r) for r in self.reward.screen(structures)])
         passing = np.flatnonzero(~refused)
-        if self.cfg.acquisition == "random" or not self.surrogate.ready or not len(passing):
-            score = np.zeros(len(passing))
-        else:
+        score, estimate = np.zeros(len(passing)), None
+        if self.surrogate.ready and len(passing) and (self.cfg.acquisition == "ucb" or self.cfg.baseline == "pool"):
             rewards, trusted = self.surrogate.predicted_rewards([structures[i] for i in passing], self.cfg.draws, self.rng)
-            std = rewards.std(0)
-            score = rewards.mean(0) + np.where(trusted, self.cfg.kappa * std, -DISTRUST * std)
+            if self.cfg.acquisition == "ucb":
+                std = rewards.std(0)
+                score = rewards.mean(0) + np.where(trusted, self.cfg.kappa * std, -DISTRUST * std)
+            estimate = np.zeros(len(structures))
+            estimate[passing] = rewards.mean(0)
         order = passing[np.lexsort((self.rng.random(len(passing)), -score))]  # best first, ties at random
         chosen, per_formula = [], Counter()
         for i in order:
@@ -110,12 +123,22 @@ class ActiveLearning:
                 break
         taken = set(chosen)
         rest = [i for i in order if i not in taken] + list(self.rng.permutation(np.flatnonzero(refused)))
-        return np.array((chosen + rest)[:n], dtype=int)
+        chosen = np.array((chosen + rest)[:n], dtype=int)
+        self.pool_estimate = (estimate, chosen) if estimate is not None and self.cfg.baseline == "pool" else None
+        return chosen
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         result = rollout.result
+        baseline = None
+        if self.pool_estimate is not None:  # true rewards where evaluated, the surrogate's elsewhere
+            estimate, chosen = self.pool_estimate
+            estimate[chosen] = result.values
+            baseline = (float(estimate.mean()), float(estimate.std()))
+            self.pool_estimate = None
         stats = self.surrogate.observe(rollout.structures, result.properties, result.ok)
-        stats.update(self.ppo.update(rollout, iteration))
+        stats.update(self.ppo.update(rollout, iteration, baseline))
+        if baseline is not None:
+            stats["pool_reward_estimate"] = baseline[0]
         return stats
 
     def state_dict(self) -> dict:

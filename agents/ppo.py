@@ -95,11 +95,22 @@ class PPO:
         self.replay = Replay(cfg.replay_capacity, cfg.replay_dedup) if cfg.replay_capacity else None
         self.rng = torch.Generator(device=policy.device).manual_seed(seed)
 
-    def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
+    def update(self, rollout: Rollout, iteration: int, baseline: tuple[float, float] | None = None) -> dict[str, float]:
+        """One PPO update on `rollout`.
+
+        Args:
+            baseline: (mean, std) to normalise rewards by in place of the batch's own, for a batch
+                that is not a random sample of the policy's crystals (see agents/active.py).
+        """
         cfg = self.cfg
         fresh = rollout.trajectories
-        groups = fresh.mask.sum(1) if cfg.advantage_groups == "num_atoms" else None
-        advantages = normalized_advantages(fresh.rewards, groups)
+        if baseline is None:
+            groups = fresh.mask.sum(1) if cfg.advantage_groups == "num_atoms" else None
+            advantages = normalized_advantages(fresh.rewards, groups)
+            mean, std = fresh.rewards.mean(), fresh.rewards.std(unbiased=False)
+        else:
+            mean, std = baseline
+            advantages = (fresh.rewards - mean) / (std + 1e-8)
         data = fresh
         replayed = 0
         if self.replay is not None:
@@ -108,7 +119,7 @@ class PPO:
             if old is not None:
                 old = old.to(fresh.rewards.device)
                 # Judge replayed rewards against this batch: a stale winner is only as good as it is now.
-                advantages = torch.cat([advantages, (old.rewards - fresh.rewards.mean()) / (fresh.rewards.std(unbiased=False) + 1e-8)])
+                advantages = torch.cat([advantages, (old.rewards - mean) / (std + 1e-8)])
                 data, replayed = Trajectories.cat([fresh, old]), len(old)
 
         stats: dict[str, list[float]] = {"policy_loss": [], "step_kl": [], "approx_kl": [], "clipfrac": [], "grad_norm": []}

@@ -87,6 +87,22 @@ def test_policy_gradient_raises_the_likelihood_of_better_trajectories(prior, age
     assert np.corrcoef(gain, advantage)[0, 1] > 0.3, (gain, advantage)
 
 
+def test_ppo_with_an_outside_baseline_pushes_a_batch_that_beats_it(prior):
+    """An acquired batch of equal rewards teaches nothing against its own mean, but beats the pool's."""
+    env = make_env(prior, batch=8)
+    policy = trainable(prior)
+    rollout = collect(env, policy, torch.Generator().manual_seed(3), seed=3)
+    rollout.trajectories.rewards = torch.ones(8)
+    config = PPOConfig(epochs=1, step_fraction=1.0, kl_coef=0.0, replay_capacity=0)  # one minibatch: every ratio is 1
+    params = lambda: torch.cat([p.detach().flatten().clone() for p in policy.network.parameters()])  # noqa: E731
+    before = params()
+    assert PPO(policy, prior, config).update(rollout, 0)["policy_loss"] == pytest.approx(0.0, abs=1e-6)
+    torch.testing.assert_close(params(), before)  # zero advantages, no KL: nothing moves
+    stats = PPO(policy, prior, config).update(rollout, 0, baseline=(0.4, 0.3))
+    assert stats["policy_loss"] == pytest.approx(-(1.0 - 0.4) / 0.3, rel=1e-5)  # -mean advantage
+    assert not torch.equal(params(), before)
+
+
 def test_ppo_ratio_starts_at_one_and_replay_keeps_behaviour_log_probs(prior):
     env = make_env(prior)
     policy = trainable(prior)

@@ -53,7 +53,9 @@ class Suite:
 
 # Agent labels that a sweep can name besides the agents themselves: (agent, options).
 VARIANTS = {
-    "active-random": ("active", {"acquisition": "random"}),  # the ablation: same agent, random selection
+    # The ablation: the same agent with random selection. A random batch is an unbiased sample of the
+    # pool, so its own mean is the baseline; the pool estimate only corrects an acquired batch's bias.
+    "active-random": ("active", {"acquisition": "random", "baseline": "batch"}),
     # MatInvent's update with the settings our tuning chose (docs/standard_suite/tuning.md); plain
     # `rwkl` keeps the released ones, as a baseline must, and the report shows both.
     "rwkl-tuned": ("rwkl", {"lr": 3e-4, "sigma": 0.1}),

@@ -84,7 +84,7 @@ def test_a_variant_label_names_an_agent_and_its_options():
     from latticegym.benchmarks.runner import resolve_agent
 
     task = get_suite("standard").tasks[0]
-    assert resolve_agent("active-random", task) == ("active", {"acquisition": "random"})
+    assert resolve_agent("active-random", task) == ("active", {"acquisition": "random", "baseline": "batch"})
     assert resolve_agent("ppo", task) == ("ppo", {})
 
 

@@ -137,8 +137,7 @@ class ActiveLearning:
             self.pool_estimate = None
         stats = self.surrogate.observe(rollout.structures, result.properties, result.ok)
         stats.update(self.ppo.update(rollout, iteration, baseline))
-        if baseline is not None:
-            stats["pool_reward_estimate"] = baseline[0]
+        stats["pool_reward_estimate"] = baseline[0] if baseline is not None else float("nan")  # every row: metrics.csv keeps its first header
         return stats
 
     def state_dict(self) -> dict:

@@ -28,12 +28,13 @@ from collections import Counter
 from dataclasses import dataclass, fields
 
 import numpy as np
+import torch
 
 from ..policies import DiffusionPolicy
 from ..rewards.surrogate import RewardSurrogate, SurrogateConfig
 from .options import check_ranges
 from .ppo import PPO, PPOConfig
-from .rollout import Rollout
+from .rollout import Rollout, Trajectories
 
 
 DISTRUST = 1.0  # std weight subtracted from the score of a crystal outside the surrogate's trusted region
@@ -51,6 +52,8 @@ class ActiveConfig(PPOConfig):
         max_per_formula: most crystals of one reduced formula per evaluated batch.
         min_train: evaluated crystals the surrogate needs before it ranks anything.
         baseline: "pool" (advantages against the whole pool's estimated rewards) or "batch" (PPO's own).
+        surrogate_scored: crystals of the pool not evaluated, drawn at random, that join the update
+            with the surrogate's reward (needs the pool baseline).
     """
 
     oversample: int = 8  # tuned: docs/standard_suite/tuning.md
@@ -60,6 +63,7 @@ class ActiveConfig(PPOConfig):
     max_per_formula: int = 3
     min_train: int = 32
     baseline: str = "pool"
+    surrogate_scored: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,6 +72,8 @@ class ActiveConfig(PPOConfig):
             raise ValueError(f"acquisition must be 'ucb' or 'random', got {self.acquisition!r}")
         if self.baseline not in ("pool", "batch"):
             raise ValueError(f"baseline must be 'pool' or 'batch', got {self.baseline!r}")
+        if self.surrogate_scored and self.baseline != "pool":
+            raise ValueError("surrogate_scored needs baseline='pool': surrogate rewards must be judged against the pool")
 
 
 class ActiveLearning:
@@ -92,6 +98,7 @@ class ActiveLearning:
         self.reward = None
         self.surrogate: RewardSurrogate | None = None
         self.pool_estimate: tuple[np.ndarray, np.ndarray] | None = None  # (estimated rewards, chosen) of the last pool
+        self.extra: Trajectories | None = None  # surrogate-scored trajectories of the last pool
 
     def attach(self, reward) -> None:
         """Give the agent the task's reward: its guards, shaping and objectives (never its evaluations)."""
@@ -100,18 +107,19 @@ class ActiveLearning:
         self.reward = reward
         self.surrogate = RewardSurrogate(reward, SurrogateConfig(min_train=self.cfg.min_train), seed=self.seed)
 
-    def select(self, structures: list, n: int) -> np.ndarray:
-        """Indices of the `n` crystals of `structures` to evaluate."""
+    def select(self, structures: list, n: int, trajectories: Trajectories | None = None) -> np.ndarray:
+        """Indices of the `n` crystals of `structures` to evaluate; `trajectories` (the pool's) for surrogate-scored updates."""
         refused = np.array([bool(r) for r in self.reward.screen(structures)])
         passing = np.flatnonzero(~refused)
-        score, estimate = np.zeros(len(passing)), None
+        score, estimate, pessimistic = np.zeros(len(passing)), None, None
         if self.surrogate.ready and len(passing) and (self.cfg.acquisition == "ucb" or self.cfg.baseline == "pool"):
             rewards, trusted = self.surrogate.predicted_rewards([structures[i] for i in passing], self.cfg.draws, self.rng)
             if self.cfg.acquisition == "ucb":
                 std = rewards.std(0)
                 score = rewards.mean(0) + np.where(trusted, self.cfg.kappa * std, -DISTRUST * std)
-            estimate = np.zeros(len(structures))
+            estimate, pessimistic = np.zeros(len(structures)), np.zeros(len(structures))
             estimate[passing] = rewards.mean(0)
+            pessimistic[passing] = rewards.mean(0) - np.where(trusted, 0.0, DISTRUST * rewards.std(0))
         order = passing[np.lexsort((self.rng.random(len(passing)), -score))]  # best first, ties at random
         chosen, per_formula = [], Counter()
         for i in order:
@@ -125,6 +133,12 @@ class ActiveLearning:
         rest = [i for i in order if i not in taken] + list(self.rng.permutation(np.flatnonzero(refused)))
         chosen = np.array((chosen + rest)[:n], dtype=int)
         self.pool_estimate = (estimate, chosen) if estimate is not None and self.cfg.baseline == "pool" else None
+        self.extra = None
+        if self.pool_estimate is not None and self.cfg.surrogate_scored and trajectories is not None:
+            others = np.setdiff1d(np.arange(len(structures)), chosen)
+            picked = self.rng.permutation(others)[: self.cfg.surrogate_scored]
+            self.extra = trajectories.index(picked.tolist())
+            self.extra.rewards = torch.as_tensor(pessimistic[picked], dtype=torch.float32, device=self.extra.rewards.device)
         return chosen
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
@@ -136,7 +150,9 @@ class ActiveLearning:
             baseline = (float(estimate.mean()), float(estimate.std()))
             self.pool_estimate = None
         stats = self.surrogate.observe(rollout.structures, result.properties, result.ok)
-        stats.update(self.ppo.update(rollout, iteration, baseline))
+        stats.update(self.ppo.update(rollout, iteration, baseline, self.extra))
+        stats["surrogate_scored"] = float(len(self.extra)) if self.extra is not None else 0.0
+        self.extra = None
         stats["pool_reward_estimate"] = baseline[0] if baseline is not None else float("nan")  # every row: metrics.csv keeps its first header
         return stats
 

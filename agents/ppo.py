@@ -95,12 +95,14 @@ class PPO:
         self.replay = Replay(cfg.replay_capacity, cfg.replay_dedup) if cfg.replay_capacity else None
         self.rng = torch.Generator(device=policy.device).manual_seed(seed)
 
-    def update(self, rollout: Rollout, iteration: int, baseline: tuple[float, float] | None = None) -> dict[str, float]:
+    def update(self, rollout: Rollout, iteration: int, baseline: tuple[float, float] | None = None, extra: Trajectories | None = None) -> dict[str, float]:
         """One PPO update on `rollout`.
 
         Args:
             baseline: (mean, std) to normalise rewards by in place of the batch's own, for a batch
                 that is not a random sample of the policy's crystals (see agents/active.py).
+            extra: more trajectories with rewards from elsewhere (a surrogate), normalised by
+                `baseline` too; they join the gradient but never replay.
         """
         cfg = self.cfg
         fresh = rollout.trajectories
@@ -112,6 +114,11 @@ class PPO:
             mean, std = baseline
             advantages = (fresh.rewards - mean) / (std + 1e-8)
         data = fresh
+        if extra is not None:
+            if baseline is None:
+                raise ValueError("extra trajectories need a baseline: their rewards are not the batch's")
+            extra = extra.to(fresh.rewards.device)
+            data, advantages = Trajectories.cat([fresh, extra]), torch.cat([advantages, (extra.rewards - mean) / (std + 1e-8)])
         replayed = 0
         if self.replay is not None:
             self.replay.purge_penalised(rollout)  # a stored winner the filter now zeroes is no winner
@@ -120,7 +127,7 @@ class PPO:
                 old = old.to(fresh.rewards.device)
                 # Judge replayed rewards against this batch: a stale winner is only as good as it is now.
                 advantages = torch.cat([advantages, (old.rewards - mean) / (std + 1e-8)])
-                data, replayed = Trajectories.cat([fresh, old]), len(old)
+                data, replayed = Trajectories.cat([data, old]), len(old)
 
         stats: dict[str, list[float]] = {"policy_loss": [], "step_kl": [], "approx_kl": [], "clipfrac": [], "grad_norm": []}
         self.policy.train()

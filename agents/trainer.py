@@ -293,7 +293,7 @@ class Trainer:
         if self.pool is not None:  # sample a pool, let the agent choose what the reward sees
             start = time.perf_counter()
             pool = collect(self.pool, self.policy, self.generator, seed=seed)
-            chosen = self.agent.select(pool.structures, self.cfg.batch_size)
+            chosen = self.agent.select(pool.structures, self.cfg.batch_size, pool.trajectories)
             return self._score(pool.trajectories.index(chosen), [pool.structures[i] for i in chosen], start, sampled=len(pool.structures))
         if self.workers is None:
             return collect(self.env, self.policy, self.generator, seed=seed)

@@ -7,10 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from helpers import perovskite
 from pymatgen.core import Lattice, Structure
 
 from latticegym.agents.active import ActiveConfig, ActiveLearning
+from latticegym.agents.rollout import Trajectories
 from latticegym.agents.trainer import TrainConfig, Trainer
 from latticegym.envs.tasks import get_task
 from latticegym.policies import load_prior
@@ -111,8 +113,9 @@ def test_ucb_picks_what_the_surrogate_ranks_best_and_random_does_not(prior):
 TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", agent="active", iterations=4, batch_size=6, steps=4, seed=0, agent_options={"oversample": 3, "min_train": 6})
 
 
-def test_only_evaluated_crystals_are_counted_scored_and_recorded(tmp_path):
-    trainer = Trainer(replace(TINY, out=str(tmp_path)))
+@pytest.mark.parametrize("options", [{}, {"surrogate_scored": 4}])
+def test_only_evaluated_crystals_are_counted_scored_and_recorded(tmp_path, options):
+    trainer = Trainer(replace(TINY, out=str(tmp_path), agent_options={**TINY.agent_options, **options}))
     trainer.run(progress=False)
     metrics, evaluated = pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(tmp_path / "evaluated.csv")
     assert (metrics.evaluations_saved == 12).all()  # 18 sampled, 6 sent to the reward, every iteration
@@ -120,6 +123,7 @@ def test_only_evaluated_crystals_are_counted_scored_and_recorded(tmp_path):
     assert metrics.evaluations.iloc[-1] == trainer.reward.evaluations <= 24  # guarded crystals cost nothing
     np.testing.assert_allclose(metrics.success_rate, evaluated.groupby("iteration").success.mean())
     assert metrics["surrogate/train_size"].iloc[-1] <= 24  # trained on evaluated crystals only
+    assert metrics.surrogate_scored.max() == options.get("surrogate_scored", 0)  # and PPO saw them, once the surrogate was ready
 
 
 def test_killed_active_run_resumes_exactly(tmp_path):
@@ -169,7 +173,7 @@ def test_an_acquired_batch_is_judged_against_the_whole_pool(prior, monkeypatch):
     assert chosen.tolist() == [0]
 
     baselines = []
-    monkeypatch.setattr(a.ppo, "update", lambda rollout, it, baseline=None: baselines.append(baseline) or {})
+    monkeypatch.setattr(a.ppo, "update", lambda rollout, it, baseline=None, extra=None: baselines.append(baseline) or {})
     monkeypatch.setattr(a.surrogate, "observe", lambda *args: {})
     rollout = SimpleNamespace(structures=[pool[0]], result=SimpleNamespace(values=np.array([0.7]), properties={}, ok=np.array([True])))
     a.update(rollout, 1)
@@ -180,3 +184,22 @@ def test_an_acquired_batch_is_judged_against_the_whole_pool(prior, monkeypatch):
     a.select(pool, 1)
     a.update(rollout, 2)
     assert baselines[1] is None  # PPO normalises against the batch itself
+
+
+def test_surrogate_scored_crystals_are_unevaluated_pool_members_valued_with_distrust(prior, monkeypatch):
+    oxygen = Structure(Lattice.cubic(4.0), ["O"] * 5, [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    pool = [abx3("Sr", "Ti"), abx3("Ba", "Zr"), abx3("Ca", "Ti"), oxygen]
+    marked = Trajectories(  # pool member i carries frac == i, to see which were picked
+        torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 5, 3).clone(), torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 5, 3).clone(),
+        torch.zeros(2, 4, 3, 3), torch.ones(4, 5, dtype=torch.bool), torch.zeros(1, 4), torch.zeros(4),
+    )
+    a = agent(prior, surrogate_scored=3)
+    seen = a.reward(crystals()[:40])
+    a.surrogate.observe(crystals()[:40], seen.properties, seen.ok)
+    draws = np.array([[0.9, 0.6, 0.1], [0.9, 0.2, 0.1]])  # means 0.9, 0.4, 0.1; crystal 1 untrusted, std 0.2
+    monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.array([True, False, True])))
+    assert a.select(pool, 1, marked).tolist() == [0]
+    picked = a.extra.frac[0, :, 0, 0].long().tolist()
+    assert sorted(picked) == [1, 2, 3]  # every crystal not evaluated, never the evaluated one
+    value = dict(zip(picked, a.extra.rewards.tolist()))
+    assert value == pytest.approx({1: 0.4 - 0.2, 2: 0.1, 3: 0.0})  # untrusted: mean - std; refused: 0

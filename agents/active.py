@@ -11,7 +11,10 @@ Per iteration the trainer samples `oversample` x batch crystals and asks `select
   (UCB); a crystal farther from the evaluated ones than the surrogate is trusted gets mean minus one
   std instead, whatever `kappa` is, so a region the surrogate has never seen cannot attract the batch
   by extrapolation;
-- at most `max_per_formula` crystals of one reduced formula, as repeats would meet the diversity filter.
+- the reward's diversity filter is known and cheap, so it is applied ahead: each crystal's reward
+  draws are multiplied by the factor the filter would give it, and a batch takes no more crystals of
+  one key than the filter still rewards in full (nor more than `max_per_formula` of one key), so no
+  evaluation is spent on a formula the run has used up.
 Only evaluated crystals reach PPO and the surrogate, so surrogate scores never enter any count.
 
 An acquired batch is no random sample of the policy: normalised against its own mean, as PPO does,
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 
 from ..policies import DiffusionPolicy
+from ..rewards.filters import DiversityFilter
 from ..rewards.surrogate import RewardSurrogate, SurrogateConfig
 from .options import check_ranges
 from .ppo import PPO, PPOConfig
@@ -49,7 +53,7 @@ class ActiveConfig(PPOConfig):
         acquisition: "ucb", or "random" for the ablation.
         kappa: UCB weight of the predicted reward's std.
         draws: reward samples per crystal from the surrogate.
-        max_per_formula: most crystals of one reduced formula per evaluated batch.
+        max_per_formula: most crystals of one reduced formula (the diversity filter's key) per evaluated batch.
         min_train: evaluated crystals the surrogate needs before it ranks anything.
         baseline: "pool" (advantages against the whole pool's estimated rewards) or "batch" (PPO's own).
         surrogate_scored: crystals of the pool not evaluated, drawn at random, that join the update
@@ -96,6 +100,7 @@ class ActiveLearning:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.reward = None
+        self.diversity: DiversityFilter | None = None
         self.surrogate: RewardSurrogate | None = None
         self.pool_estimate: tuple[np.ndarray, np.ndarray] | None = None  # (estimated rewards, chosen) of the last pool
         self.extra: Trajectories | None = None  # surrogate-scored trajectories of the last pool
@@ -105,15 +110,18 @@ class ActiveLearning:
         if not hasattr(reward, "objectives"):
             raise ValueError(f"the active agent needs a CompositeReward to model, got {type(reward).__name__}")
         self.reward = reward
+        self.diversity = next((f for f in reward.filters if isinstance(f, DiversityFilter)), None)
         self.surrogate = RewardSurrogate(reward, SurrogateConfig(min_train=self.cfg.min_train), seed=self.seed)
 
     def select(self, structures: list, n: int, trajectories: Trajectories | None = None) -> np.ndarray:
         """Indices of the `n` crystals of `structures` to evaluate; `trajectories` (the pool's) for surrogate-scored updates."""
         refused = np.array([bool(r) for r in self.reward.screen(structures)])
         passing = np.flatnonzero(~refused)
+        keys, room, factor = self._outlook(structures)
         score, estimate, pessimistic = np.zeros(len(passing)), None, None
         if self.surrogate.ready and len(passing) and (self.cfg.acquisition == "ucb" or self.cfg.baseline == "pool"):
             rewards, trusted = self.surrogate.predicted_rewards([structures[i] for i in passing], self.cfg.draws, self.rng)
+            rewards = rewards * factor[passing]
             if self.cfg.acquisition == "ucb":
                 std = rewards.std(0)
                 score = rewards.mean(0) + np.where(trusted, self.cfg.kappa * std, -DISTRUST * std)
@@ -121,12 +129,11 @@ class ActiveLearning:
             estimate[passing] = rewards.mean(0)
             pessimistic[passing] = rewards.mean(0) - np.where(trusted, 0.0, DISTRUST * rewards.std(0))
         order = passing[np.lexsort((self.rng.random(len(passing)), -score))]  # best first, ties at random
-        chosen, per_formula = [], Counter()
+        chosen, per_key = [], Counter()
         for i in order:
-            formula = structures[i].composition.reduced_formula
-            if per_formula[formula] < self.cfg.max_per_formula:
+            if per_key[keys[i]] < min(self.cfg.max_per_formula, room[i]):
                 chosen.append(i)
-                per_formula[formula] += 1
+                per_key[keys[i]] += 1
             if len(chosen) == n:
                 break
         taken = set(chosen)
@@ -140,6 +147,13 @@ class ActiveLearning:
             self.extra = trajectories.index(picked.tolist())
             self.extra.rewards = torch.as_tensor(pessimistic[picked], dtype=torch.float32, device=self.extra.rewards.device)
         return chosen
+
+    def _outlook(self, structures: list) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Keys, full-reward room and filter factor per crystal (formulas, no limit and 1 without a diversity filter)."""
+        if self.diversity is None:
+            n = len(structures)
+            return [s.composition.reduced_formula for s in structures], np.full(n, self.cfg.max_per_formula), np.ones(n)
+        return self.diversity.outlook(structures)
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         result = rollout.result

@@ -35,6 +35,16 @@ class CrystalKeys:
         reps.append(structure)
         return f"{formula}#{len(reps) - 1}"
 
+    def peek(self, structure: Structure) -> str:
+        """The name `structure` would get, without registering a new polymorph (all new ones of a formula share "#new")."""
+        formula = structure.composition.reduced_formula
+        if self.mode == "composition":
+            return formula
+        for i, rep in enumerate(self._structures.get(formula, [])):
+            if self._matcher.fit(structure, rep):
+                return f"{formula}#{i}"
+        return f"{formula}#new"
+
     def state_dict(self) -> dict:
         return {k: list(v) for k, v in self._structures.items()}
 
@@ -79,6 +89,13 @@ class DiversityFilter:
         if occ >= self.buffer:
             return 0.0
         return (self.buffer - occ) / (self.buffer - self.tol)
+
+    def outlook(self, structures: Sequence[Structure]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """For crystals not yet scored, changing nothing: each one's key, how many more of that key the
+        memory takes at full reward, and the factor one more would get now."""
+        keys = [self.keys.peek(s) for s in structures]
+        room = np.array([max(self.tol - self.counts[k], 0) for k in keys], dtype=int)
+        return keys, room, np.array([self.multiplier(self.counts[k] + 1) for k in keys])
 
     def __call__(self, structures: Sequence[Structure], values: np.ndarray, ok: np.ndarray):
         keys = {i: self.keys(s) for i, s in enumerate(structures) if ok[i]}

@@ -16,6 +16,7 @@ from latticegym.agents.rollout import Trajectories
 from latticegym.agents.trainer import TrainConfig, Trainer
 from latticegym.envs.tasks import get_task
 from latticegym.policies import load_prior
+from latticegym.rewards.filters import DiversityFilter
 from latticegym.rewards.surrogate import RewardSurrogate, Surrogate, prospective_stats
 
 A_SITES = ["Sr", "Ba", "Ca", "K", "Na", "La", "Y", "Li"]
@@ -203,3 +204,21 @@ def test_surrogate_scored_crystals_are_unevaluated_pool_members_valued_with_dist
     assert sorted(picked) == [1, 2, 3]  # every crystal not evaluated, never the evaluated one
     value = dict(zip(picked, a.extra.rewards.tolist()))
     assert value == pytest.approx({1: 0.4 - 0.2, 2: 0.1, 3: 0.0})  # untrusted: mean - std; refused: 0
+
+
+def test_select_spends_nothing_on_a_formula_the_diversity_filter_has_used_up(prior, monkeypatch):
+    a = agent(prior)
+    diversity = DiversityFilter("composition", tol=3, buffer=6)
+    a.reward.filters.append(diversity)
+    a.attach(a.reward)
+    seen = a.reward(crystals()[:40])
+    a.surrogate.observe(crystals()[:40], seen.properties, seen.ok)
+    pool = [abx3("Sr", "Ti")] * 3 + [abx3("Ba", "Zr")] * 3 + [abx3("Ca", "Ti")]
+    diversity.counts.update({"SrTiO3": 3, "BaZrO3": 1, **diversity.counts})
+    draws = np.array([[0.9] * 3 + [0.5] * 3 + [0.1]])
+    monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.ones(7, bool)))
+    before = dict(diversity.counts)
+    formulas = [pool[i].composition.reduced_formula for i in a.select(pool, 4)]
+    assert formulas == ["BaZrO3", "BaZrO3", "CaTiO3", "SrTiO3"]  # SrTiO3 is at tol: no room, so it only fills the batch
+    assert dict(diversity.counts) == before  # looking ahead changes no memory
+    np.testing.assert_allclose(a.pool_estimate[0], [0.9 * 2 / 3] * 3 + [0.5] * 3 + [0.1])

@@ -376,6 +376,7 @@ def evaluate_policy(policy: DiffusionPolicy, env_id: str, num: int = 256, seed: 
         batch_size: crystals per vector-env batch.
         label: when given, a progress bar names what is being scored.
     """
+    batch_size = min(batch_size, num)
     env = gym.make_vec(env_id, num_envs=batch_size, vectorization_mode="vector_entry_point", prior=policy, num_steps=policy.num_steps).unwrapped
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     success, rewards, structures = [], [], []

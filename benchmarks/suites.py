@@ -19,6 +19,7 @@ class BenchTask:
         agent_options: agent name -> options for its config dataclass.
         hull_references: reference crystals in the SUN hull (None: the whole training split).
         diversity: the diversity filter every agent gets (MatInvent's composition filter, tol 3, buffer 6).
+        policy_samples: fresh, unfiltered samples of each final policy, scored apart from the budget.
     """
 
     env_id: str
@@ -28,6 +29,7 @@ class BenchTask:
     agent_options: dict = field(default_factory=dict)  # agent name -> options for its config dataclass
     hull_references: int | None = None  # reference crystals in the SUN hull (None: the whole training split)
     diversity: str = "composition"  # the same filter for every agent, whatever its own recipe says
+    policy_samples: int = 128
 
     @property
     def task(self):
@@ -70,8 +72,8 @@ SUITES = {
         Suite(
             "quick",
             (
-                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=192, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS),
-                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=128, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS),
+                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=192, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS, policy_samples=32),
+                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=128, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS, policy_samples=32),
             ),
             "CI-sized: two perov_5 tasks, T=20, batch 16, a few iterations, rwkl sweeping 100 of the 1000 timesteps; a smoke test of the whole pipeline, not a result",
         ),

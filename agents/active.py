@@ -122,12 +122,12 @@ class ActiveLearning:
         if self.surrogate.ready and len(passing) and (self.cfg.acquisition == "ucb" or self.cfg.baseline == "pool"):
             rewards, trusted = self.surrogate.predicted_rewards([structures[i] for i in passing], self.cfg.draws, self.rng)
             rewards = rewards * factor[passing]
+            mean, std = rewards.mean(0), rewards.std(0)
             if self.cfg.acquisition == "ucb":
-                std = rewards.std(0)
-                score = rewards.mean(0) + np.where(trusted, self.cfg.kappa * std, -DISTRUST * std)
+                score = mean + np.where(trusted, self.cfg.kappa * std, -DISTRUST * std)
             estimate, pessimistic = np.zeros(len(structures)), np.zeros(len(structures))
-            estimate[passing] = rewards.mean(0)
-            pessimistic[passing] = rewards.mean(0) - np.where(trusted, 0.0, DISTRUST * rewards.std(0))
+            estimate[passing] = mean
+            pessimistic[passing] = mean - np.where(trusted, 0.0, DISTRUST * std)
         order = passing[np.lexsort((self.rng.random(len(passing)), -score))]  # best first, ties at random
         chosen, per_key = [], Counter()
         for i in order:

@@ -106,19 +106,18 @@ class PPO:
         """
         cfg = self.cfg
         fresh = rollout.trajectories
-        if baseline is None:
-            groups = fresh.mask.sum(1) if cfg.advantage_groups == "num_atoms" else None
-            advantages = normalized_advantages(fresh.rewards, groups)
-            mean, std = fresh.rewards.mean(), fresh.rewards.std(unbiased=False)
+        mean, std = baseline if baseline is not None else (fresh.rewards.mean(), fresh.rewards.std(unbiased=False))
+        against = lambda r: (r - mean) / (std + 1e-8)  # noqa: E731  one yardstick for fresh, extra and replayed rewards
+        if cfg.advantage_groups == "num_atoms" and baseline is None:
+            advantages = normalized_advantages(fresh.rewards, fresh.mask.sum(1))
         else:
-            mean, std = baseline
-            advantages = (fresh.rewards - mean) / (std + 1e-8)
+            advantages = against(fresh.rewards)
         data = fresh
         if extra is not None:
             if baseline is None:
                 raise ValueError("extra trajectories need a baseline: their rewards are not the batch's")
             extra = extra.to(fresh.rewards.device)
-            data, advantages = Trajectories.cat([fresh, extra]), torch.cat([advantages, (extra.rewards - mean) / (std + 1e-8)])
+            data, advantages = Trajectories.cat([fresh, extra]), torch.cat([advantages, against(extra.rewards)])
         replayed = 0
         if self.replay is not None:
             self.replay.purge_penalised(rollout)  # a stored winner the filter now zeroes is no winner
@@ -126,7 +125,7 @@ class PPO:
             if old is not None:
                 old = old.to(fresh.rewards.device)
                 # Judge replayed rewards against this batch: a stale winner is only as good as it is now.
-                advantages = torch.cat([advantages, (old.rewards - mean) / (std + 1e-8)])
+                advantages = torch.cat([advantages, against(old.rewards)])
                 data, replayed = Trajectories.cat([data, old]), len(old)
 
         stats: dict[str, list[float]] = {"policy_loss": [], "step_kl": [], "approx_kl": [], "clipfrac": [], "grad_norm": []}

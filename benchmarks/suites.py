@@ -65,6 +65,7 @@ VARIANTS = {
 
 # The quick suite is a pipeline test: MatInvent's full sweep (3 epochs x 1000 timesteps) would take most of CI's time.
 QUICK_OPTIONS = {"rwkl": {"timesteps": 100}}
+QUICK_SETTINGS = dict(batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS, policy_samples=32)
 
 SUITES = {
     s.name: s
@@ -72,8 +73,8 @@ SUITES = {
         Suite(
             "quick",
             (
-                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=192, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS, policy_samples=32),
-                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=128, batch_size=16, steps=20, hull_references=200, agent_options=QUICK_OPTIONS, policy_samples=32),
+                BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=192, **QUICK_SETTINGS),
+                BenchTask("LatticeGym/PerovskiteFormationEnergy-v0", budget=128, **QUICK_SETTINGS),
             ),
             "CI-sized: two perov_5 tasks, T=20, batch 16, a few iterations, rwkl sweeping 100 of the 1000 timesteps; a smoke test of the whole pipeline, not a result",
         ),

@@ -27,6 +27,11 @@ def abx3(a: str, b: str, x: str = "O", size: float = 3.9) -> Structure:
     return Structure(Lattice.cubic(size), [a, b, x, x, x], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
 
 
+def pure_oxygen() -> Structure:
+    """Five oxygen atoms on perovskite sites: refused by the guards."""
+    return Structure(Lattice.cubic(4.0), ["O"] * 5, [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
 def crystals() -> list[Structure]:
     """160 ABX3 cubes in a fixed shuffled order, so any slice spans the elements."""
     pool = [abx3(a, b, x) for (a, b), x in itertools.product(itertools.product(A_SITES, B_SITES), ["O", "F"])]
@@ -87,7 +92,7 @@ def agent(prior, **options) -> ActiveLearning:
 
 
 def test_select_leaves_refused_crystals_last_and_caps_repeats_of_a_formula(prior):
-    oxygen = Structure(Lattice.cubic(4.0), ["O"] * 5, [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    oxygen = pure_oxygen()
     pool = [oxygen] * 4 + [perovskite()] * 6 + [abx3("Ba", "Zr")] * 2
     chosen = agent(prior, acquisition="random", max_per_formula=2).select(pool, 10)
     assert len(chosen) == len(set(chosen)) == 10
@@ -164,7 +169,7 @@ def test_a_crystal_outside_the_trusted_region_is_scored_below_its_mean(prior, mo
 
 def test_an_acquired_batch_is_judged_against_the_whole_pool(prior, monkeypatch):
     """Advantages use the pool's estimated rewards: true where evaluated, the surrogate's elsewhere, 0 if refused."""
-    oxygen = Structure(Lattice.cubic(4.0), ["O"] * 5, [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    oxygen = pure_oxygen()
     pool = [abx3("Sr", "Ti"), abx3("Ba", "Zr"), abx3("Ca", "Ti"), oxygen]
     a = agent(prior)
     seen = a.reward(crystals()[:40])
@@ -188,7 +193,7 @@ def test_an_acquired_batch_is_judged_against_the_whole_pool(prior, monkeypatch):
 
 
 def test_surrogate_scored_crystals_are_unevaluated_pool_members_valued_with_distrust(prior, monkeypatch):
-    oxygen = Structure(Lattice.cubic(4.0), ["O"] * 5, [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    oxygen = pure_oxygen()
     pool = [abx3("Sr", "Ti"), abx3("Ba", "Zr"), abx3("Ca", "Ti"), oxygen]
     marked = Trajectories(  # pool member i carries frac == i, to see which were picked
         torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 5, 3).clone(), torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 5, 3).clone(),

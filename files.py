@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -22,6 +23,21 @@ import torch
 from pymatgen.core import Structure
 
 LOCK_NAME = ".lock"
+
+
+def restore_generator(generator: torch.Generator, saved: torch.Tensor, what: str) -> None:
+    """Continue a saved torch random stream in `generator`.
+
+    CPU and CUDA generators keep different states, so a run moved between them (a GPU run finished on
+    a CPU) continues from a seed drawn from the saved state, with a warning naming `what`.
+    """
+    saved = saved.cpu()
+    if saved.numel() == generator.get_state().numel():
+        generator.set_state(saved)
+        return
+    seed = int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little") >> 1
+    generator.manual_seed(seed)
+    warnings.warn(f"{what} was saved on another kind of device; it continues on {generator.device} with a new random stream (seed {seed}, drawn from the saved state)", stacklevel=2)
 
 
 class CheckpointError(ValueError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .base import StepGradients, normalized_advantages, random_steps, step_terms
 from .options import check_ranges
@@ -181,4 +182,4 @@ class PPO:
         self.kl_coef = state["kl_coef"]
         if self.replay is not None:
             self.replay.load_state_dict(state["replay"])
-        self.rng.set_state(state["rng"])
+        restore_generator(self.rng, state["rng"], "the ppo agent's generator")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .base import StepGradients, random_steps, step_terms
 from .options import check_ranges
@@ -80,4 +81,4 @@ class REINFORCE:
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.set_state(state["rng"])
+        restore_generator(self.rng, state["rng"], "the reinforce agent's generator")

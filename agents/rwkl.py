@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .options import check_ranges
 from .replay import Replay
@@ -131,4 +132,4 @@ class RewardWeightedKL:
     def load_state_dict(self, state: dict) -> None:
         if self.replay is not None:
             self.replay.load_state_dict(state["replay"])
-        self.rng.set_state(state["rng"])
+        restore_generator(self.rng, state["rng"], "the rwkl agent's generator")

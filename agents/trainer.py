@@ -23,7 +23,7 @@ from ..benchmarks.metrics import unique_novel
 from ..crystal import MatchIndex, structure_to_cif, validity
 from ..envs.denoising import CrystalDenoisingVectorEnv
 from ..envs.tasks import Task, get_task
-from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, to_plain
+from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, restore_generator, to_plain
 from ..policies import DiffusionPolicy, load_prior, save_policy
 from ..policies.pretrain import training_data
 from ..rewards.composite import CompositeReward
@@ -221,7 +221,7 @@ class Trainer:
         self.iteration = state["iteration"]
         self.policy.network.load_state_dict(state["policy"])
         self.agent.load_state_dict(state["agent"])
-        self.generator.set_state(state["generator"].cpu() if self.policy.device.type == "cpu" else state["generator"])
+        restore_generator(self.generator, state["generator"], f"the sampling generator of {path}")
         for env, rng in ((self.env, state["env_rng"]), (self.pool, state.get("pool_rng"))):
             if env is not None:
                 env.np_random = np.random.default_rng()

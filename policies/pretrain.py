@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..crystal import CrystalBatch
 from ..datasets import SPLIT_FRACTIONS, CrystalDataset, read_csv
-from ..files import RunLock, atomic_save, clear_temporaries, load_checkpoint
+from ..files import RunLock, atomic_save, clear_temporaries, load_checkpoint, restore_generator
 from .checkpoint import load_prior, save_policy
 from .diffusion import DiffusionPolicy, DiffusionState, PriorSpec
 from .network import DenoiserConfig
@@ -176,7 +176,7 @@ def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
         policy.network.load_state_dict(saved["model"])
         ema.network.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
+        restore_generator(generator, saved["generator"], f"the generator of {state_path}")
         start_epoch, step = saved["epoch"], saved["step"]
         print(f"resuming {state_path} at epoch {start_epoch}")
 

@@ -48,6 +48,20 @@ def test_resume_refuses_changed_settings(tmp_path):
         Trainer(replace(TINY, out=str(tmp_path), batch_size=4)).run(resume=True, progress=False)
 
 
+def test_a_run_moved_between_cpu_and_cuda_resumes_with_a_drawn_seed(tmp_path):
+    # A CUDA generator's state is 16 bytes, a CPU one's 5056: a GPU run finished on a CPU must not crash.
+    from latticegym.files import atomic_save, load_checkpoint
+
+    Trainer(replace(TINY, out=str(tmp_path), iterations=1)).run(progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["generator"] = state["agent"]["rng"] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's state
+    atomic_save(state, tmp_path / "checkpoint.pt")
+    with pytest.warns(UserWarning, match="on another kind of device") as warned:
+        Trainer(replace(TINY, out=str(tmp_path))).run(resume=True, progress=False)
+    assert {"sampling generator", "ppo agent's generator"} <= {w for r in warned for w in ("sampling generator", "ppo agent's generator") if w in str(r.message)}
+    assert list(pd.read_csv(tmp_path / "metrics.csv").iteration) == [0, 1]
+
+
 def test_unknown_agent_and_option_are_clear_errors():
     with pytest.raises(ValueError, match="unknown agent 'dqn'"):
         make_agent("dqn", None, None)

@@ -40,6 +40,14 @@ def restore_generator(generator: torch.Generator, saved: torch.Tensor, what: str
     warnings.warn(f"{what} was saved on another kind of device; it continues on {generator.device} with a new random stream (seed {seed}, drawn from the saved state)", stacklevel=2)
 
 
+def same_content(a: str | Path | None, b: str | Path | None) -> bool:
+    """Whether two paths name files with the same bytes (a data file moved with a run between machines)."""
+    if a is None or b is None or not Path(a).is_file() or not Path(b).is_file():
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return hashlib.file_digest(fa, "sha256").digest() == hashlib.file_digest(fb, "sha256").digest()
+
+
 class CheckpointError(ValueError):
     """A file that is not a readable latticegym checkpoint; the message says which file and why."""
 

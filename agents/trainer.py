@@ -23,7 +23,7 @@ from ..benchmarks.metrics import unique_novel
 from ..crystal import MatchIndex, structure_to_cif, validity
 from ..envs.denoising import CrystalDenoisingVectorEnv
 from ..envs.tasks import Task, get_task
-from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, restore_generator, to_plain
+from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, restore_generator, same_content, to_plain
 from ..policies import DiffusionPolicy, load_prior, save_policy
 from ..policies.pretrain import training_data
 from ..rewards.composite import CompositeReward
@@ -215,8 +215,10 @@ class Trainer:
         state = from_plain(load_checkpoint(path))
         saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb", "ray_address", "ray_workers")}
         ours = {k: v for k, v in asdict(self.cfg).items() if k in saved}
-        if saved != ours:
-            diff = {k: (saved[k], ours[k]) for k in saved if saved[k] != ours[k]}
+        diff = {k: (saved[k], ours[k]) for k in saved if saved[k] != ours[k]}
+        if "novelty_reference" in diff and same_content(*diff["novelty_reference"]):
+            del diff["novelty_reference"]  # the same data at another path
+        if diff:
             raise ValueError(f"--resume with different settings than the checkpoint (checkpoint, now): {diff}")
         self.iteration = state["iteration"]
         self.policy.network.load_state_dict(state["policy"])

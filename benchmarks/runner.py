@@ -148,15 +148,12 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     sun_by_task: dict[str, SUNRate] = {}
     for task, label, seed in bar:
         agent, options = resolve_agent(label, task)
-        try:
-            run_one(task, agent, seed, _run_dir(out, task, label, seed), cfg, options, sun_by_task)
-        except RunLockedError as exc:
-            print(f"skipping {_run_dir(out, task, label, seed)}: {exc}", file=sys.stderr)
+        run_unless_held(task, agent, seed, _run_dir(out, task, label, seed), cfg, options, sun_by_task)
     missing = []
     for task, label, seed in jobs:  # every finished run, whichever process ran it
-        path = _run_dir(out, task, label, seed) / "summary.json"
-        if path.exists():
-            rows.append({"task": task.task.name, "agent": label, "seed": seed, **json.loads(path.read_text())})
+        summary = finished_summary(_run_dir(out, task, label, seed))
+        if summary is not None:
+            rows.append({"task": task.task.name, "agent": label, "seed": seed, **summary})
         else:
             missing.append(f"{task.task.name}/{label}/seed{seed}")
     results = pd.DataFrame(rows)
@@ -207,6 +204,20 @@ def run_one(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepCon
             sun_by_task[name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
         summary_path.write_text(json.dumps(summarise_run(run_dir, sun_by_task[name], task), indent=1))
     return json.loads(summary_path.read_text())
+
+
+def run_unless_held(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> None:
+    """`run_one`, or a note on stderr when another process holds `run_dir` (so several processes can share a sweep)."""
+    try:
+        run_one(task, agent, seed, run_dir, cfg, options, sun_by_task)
+    except RunLockedError as exc:
+        print(f"skipping {run_dir}: {exc}", file=sys.stderr)
+
+
+def finished_summary(run_dir: Path) -> dict | None:
+    """The summary of a finished run, None while it is not finished."""
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _data_file(task: BenchTask, data_dir: str | None) -> str | None:

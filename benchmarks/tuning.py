@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from ..files import RunLockedError
-from .runner import SUNRate, SweepConfig, run_one
+from .runner import SUNRate, SweepConfig, finished_summary, run_unless_held
 from .suites import SUITES, BenchTask
 
 CRITERION = ("yield_per_1000", "final_success")  # higher is better, compared in this order
@@ -84,16 +82,13 @@ def run_tuning(plan: TuningPlan, cfg: SweepConfig, agents: list[str]) -> pd.Data
     sun: dict[str, SUNRate] = {}
     for agent in agents:
         for options in plan.variants(agent):
-            try:
-                run_one(plan.task, agent, plan.seed, out / "runs" / agent / label(options), cfg, options, sun)
-            except RunLockedError as exc:  # another process is on it: take the next one
-                print(f"skipping {agent} {label(options)}: {exc}")
+            run_unless_held(plan.task, agent, plan.seed, out / "runs" / agent / label(options), cfg, options, sun)
     rows = []
     for agent in plan.grids:
         for options in plan.variants(agent):
-            path = out / "runs" / agent / label(options) / "summary.json"
-            if path.exists():
-                rows.append({"agent": agent, "setting": label(options), **json.loads(path.read_text())})
+            summary = finished_summary(out / "runs" / agent / label(options))
+            if summary is not None:
+                rows.append({"agent": agent, "setting": label(options), **summary})
     results = pd.DataFrame(rows)
     (out / "tuning.md").write_text(tuning_markdown(results, plan))
     return results

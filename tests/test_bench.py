@@ -108,6 +108,21 @@ def test_tuning_gives_every_agent_the_same_runs_on_an_unreported_task():
         check_plan(TuningPlan(TUNING.task, {"ppo": {"lr": (1, 2)}, "rwkl": {"lr": (1,)}}))
 
 
+def test_tuning_runs_each_setting_once_and_tabulates_it(tmp_path):
+    from latticegym.benchmarks.runner import SweepConfig
+    from latticegym.benchmarks.tuning import TuningPlan, run_tuning
+
+    tiny = BenchTask("LatticeGym/PerovskiteBandGap-v0", budget=8, batch_size=4, steps=3, hull_references=5, policy_samples=4)
+    plan = TuningPlan(tiny, {"reinforce": {"lr": (1e-4, 3e-4)}})
+    cfg = SweepConfig(out=str(tmp_path))
+    first = run_tuning(plan, cfg, ["reinforce"])
+    assert list(first.setting) == ["lr=0.0001", "lr=0.0003"] and "Chosen: lr=" in (tmp_path / "tuning.md").read_text()
+    stamp = (tmp_path / "runs" / "reinforce" / "lr=0.0001" / "summary.json").stat().st_mtime
+    again = run_tuning(plan, cfg, ["reinforce"])  # finished runs are read, not rerun
+    assert (tmp_path / "runs" / "reinforce" / "lr=0.0001" / "summary.json").stat().st_mtime == stamp
+    pd.testing.assert_frame_equal(first, again)
+
+
 def test_shipped_defaults_are_the_settings_the_tuning_table_chose():
     table = (Path(__file__).parents[1] / "docs" / "standard_suite" / "tuning.md").read_text()
     chosen = dict(re.findall(r"^## (\w+)\n(?:.*\n)*?Chosen: (.*)\.$", table, flags=re.M))

@@ -6,6 +6,8 @@
 # Each AGENT:N starts N `latticegym bench` processes for that agent label; they share the sweep and
 # lock runs apart. At MINUTES they are interrupted (a run keeps its last iteration's checkpoint).
 # Writes DEST/runs.tgz.* (the runs this machine touched; checkpoints only of unfinished ones) and DEST/logs.tgz.
+# Each process's closing table and plots fail there (the skeleton has no finished runs' CSVs): unpack the
+# runs into the sweep at home and run `latticegym bench ... --tabulate`. Moved runs resume on a CPU.
 # Usage: scripts/bench_gpu.sh MINUTES DEST AGENT:N [AGENT:N ...]
 set -uo pipefail
 minutes=$1 dest=$2; shift 2

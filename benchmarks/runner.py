@@ -158,7 +158,8 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
             missing.append(f"{task.task.name}/{label}/seed{seed}")
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(results_markdown(results, suite, missing))
+    command = f"latticegym bench --suite {suite.name} --agents {','.join(cfg.agents)} --seeds {cfg.seeds} --out {cfg.out}"
+    (out / "results.md").write_text(results_markdown(results, suite, missing, command))
     make_all(out)
     (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
     return results
@@ -228,12 +229,15 @@ def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = ()) -> str:
+def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (), command: str | None = None) -> str:
     """Mean and 95% bootstrap interval over seeds per task and agent; the best mean per task and column in bold (ties all bold).
 
     `missing` names the sweep's unfinished runs; a table with any is marked partial at the top.
+    `command` is the sweep's command line, written under the title.
     """
     lines = [f"# Suite `{suite.name}`", "", suite.description, ""]
+    if command:
+        lines += [f"Made by `{command}` (several processes may share the sweep; `--tabulate` rewrites this table).", ""]
     if missing:
         lines += [f"**Partial: {len(missing)} of {len(missing) + len(results)} runs are not finished** ({', '.join(missing)}).", ""]
     columns = [c for c in REPORTED if c in results.columns]

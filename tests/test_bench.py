@@ -69,7 +69,8 @@ def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_
     assert (saved.xs("active-random", level="agent") > 0).all() and (saved.drop("active-random", level="agent") == 0).all()
     assert results.policy_success.between(0, 1).all()
     assert results.novelty.notna().all() and results.sun_rate.between(0, 1).all()
-    assert "## PerovskiteFormationEnergy" in (out / "results.md").read_text()
+    md = (out / "results.md").read_text()
+    assert "## PerovskiteFormationEnergy" in md and f"`latticegym bench --suite quick --agents prior,rwkl,active-random --seeds 1 --out {out}`" in md
     for png in ("learning_curves.png", "property_histograms.png", "gallery.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "runs/PerovskiteLowHHI/rwkl/seed0/summary.json").read_text())

@@ -180,8 +180,7 @@ def run_one(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepCon
 
     `sun_by_task` caches each task's SUNRate (its known crystals) across calls.
     """
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
+    if finished_summary(run_dir) is None:
         data_file = _data_file(task, cfg.data_dir)
         train = TrainConfig(
             env_id=task.env_id,
@@ -203,8 +202,8 @@ def run_one(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepCon
             spec = load_prior(task.task.prior, num_steps=1).spec
             known = training_data(spec, data_file).structures if data_file else []
             sun_by_task[name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
-        summary_path.write_text(json.dumps(summarise_run(run_dir, sun_by_task[name], task), indent=1))
-    return json.loads(summary_path.read_text())
+        (run_dir / "summary.json").write_text(json.dumps(summarise_run(run_dir, sun_by_task[name], task), indent=1))
+    return finished_summary(run_dir)
 
 
 def run_unless_held(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> None:

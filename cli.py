@@ -105,6 +105,7 @@ def cmd_pretrain(args) -> int:
         layers=args.layers,
         seed=args.seed,
         split_seed=args.split_seed,
+        hold_out_val=args.hold_out_val,
         checkpoint_every=args.checkpoint_every,
         device=args.device,
         name=args.name or "",
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("pretrain", help="train a crystal diffusion prior on a CDVAE-format CSV")
-    p.add_argument("--data", required=True, help="CDVAE-format CSV(.gz); 80/10/10 split by --split-seed, trained on the 80%%")
+    p.add_argument("--data", required=True, help="CDVAE-format CSV(.gz); 80/10/10 split by --split-seed, trained on the 90%% outside the test split")
     p.add_argument("--out", required=True, help="run directory: prior.pt (EMA weights), last.pt (resumable state), tensorboard/")
     p.add_argument("--epochs", type=POSITIVE, default=1000, help="passes over the training split; may be raised on --resume, the cosine LR schedule then stretches (default: %(default)s)")
     p.add_argument("--batch-size", type=POSITIVE, default=128, help="crystals per optimizer step (default: %(default)s)")
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=POSITIVE, default=4, help="denoiser message-passing layers (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the noise (default: %(default)s)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default: %(default)s)")
+    p.add_argument("--hold-out-val", action="store_true", help="train on the 80%% only, so the logged val loss is held out")
     p.add_argument("--checkpoint-every", type=POSITIVE, default=5, help="epochs between checkpoints (default: %(default)s)")
     p.add_argument("--name", help="prior name recorded in the checkpoint (default: from the data file's name)")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")

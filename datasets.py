@@ -92,6 +92,16 @@ class CrystalDataset:
             self.source,
         )
 
+    def merged(self, *others: CrystalDataset) -> CrystalDataset:
+        """These rows followed by those of `others`, e.g. two splits of one file."""
+        parts = [self, *others]
+        return CrystalDataset(
+            [s for d in parts for s in d.structures],
+            [c for d in parts for c in d.cifs],
+            pd.concat([d.properties for d in parts], ignore_index=True),
+            self.source,
+        )
+
     def stats(self) -> DatasetStats:
         """Element vocabulary (atomic numbers), atoms-per-cell histogram and the CIFs' fingerprint."""
         elements = sorted({site.specie.Z for s in self.structures for site in s})

@@ -2,8 +2,9 @@
 
     python -m latticegym.benchmarks.prior_quality --prior carbon_24 --data ../shared/data/carbon_24_val.csv.gz --num 200
 
-Prints, for N samples of each prior and for N real training crystals (the ceiling at that size),
-the generation metrics against the held-out test split of pretraining, the nearest-neighbour
+Prints, for N samples of each prior and for N real training crystals (the ceiling at that size,
+drawn from what the first prior trained on), the generation metrics against the held-out test
+split of pretraining (novelty against each prior's own training crystals), the nearest-neighbour
 distance percentiles (5th, 50th, 95th; for the real row, of the test split itself) and the
 sampling cost per crystal.
 """
@@ -20,7 +21,7 @@ import torch
 from ..crystal import nearest_neighbour_distances
 from ..datasets import read_csv
 from ..policies.checkpoint import load_prior
-from ..policies.pretrain import split_dataset
+from ..policies.pretrain import split_dataset, training_data
 from .metrics import evaluate
 
 PERCENTILES = (5, 50, 95)
@@ -64,16 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num", type=int, default=200)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--novelty", action="store_true", help="also compute novelty against the training split (slow on carbon_24)")
     parser.add_argument("--correctors", type=int, default=0, help="Langevin corrector steps per level (default: %(default)s)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    splits = split_dataset(read_csv(args.data, skip_bad=True), args.split_seed)
-    test, train = splits["test"].structures, splits["train"].structures
-    known = train if args.novelty else None  # novelty matches every sample against the training split: slow for one-element data
-    results = [measure(p, test, known, args.num, args.steps, args.seed, args.correctors) for p in args.prior]
-    results.append(ceiling(test, train, args.num, args.seed, load_prior(args.prior[0], num_steps=1).spec.name))
+    specs = [load_prior(p, num_steps=1).spec for p in args.prior]
+    test = split_dataset(read_csv(args.data, skip_bad=True), specs[0].extra.get("split_seed", 0))["test"].structures
+    trained = [training_data(spec, args.data).structures for spec in specs]
+    # Novelty matches every sample against the training crystals: slow for one-element data, so optional.
+    results = [measure(p, test, known if args.novelty else None, args.num, args.steps, args.seed, args.correctors) for p, known in zip(args.prior, trained)]
+    results.append(ceiling(test, trained[0], args.num, args.seed, specs[0].name))
     keys = ("struct_validity", "comp_validity", "cov_recall", "cov_precision", "wdist_density", "uniqueness", "novelty")
     print(f"{args.num} samples per prior and {args.num} real training crystals, each against the held-out test split of {args.data}")
     print(f"{'prior':38s}{'net':>8s}{'s/crystal':>10s}" + "".join(f"{k[:12]:>13s}" for k in keys) + f"{'NN p5/p50/p95 (Å)':>20s}")

@@ -2,9 +2,10 @@
 
 Every reverse step is an explicit distribution, per field:
 - atom-type channels and lattice: Gaussian, DDPM posterior mean from a clipped clean-crystal
-  estimate, posterior std (plain beta on the last step, where the posterior std is 0, so every
-  step has a density);
-- fractional coordinates: wrapped Gaussian, VE ancestral mean, ancestral std (sigma_1 on the last step).
+  estimate, posterior std; on the last step, where the posterior std is 0, plain sqrt(beta_1) for
+  the types and `last_step_std` times that for the lattice, so every step has a density;
+- fractional coordinates: wrapped Gaussian, VE ancestral mean, ancestral std (`last_step_std`
+  times sigma_1 on the last step).
 
 Step index k runs from T (pure noise) down to 1; the action of step k is the state at step k-1.
 
@@ -154,6 +155,10 @@ class PriorSpec:
     sigma_min: float = 0.005
     sigma_max: float = 0.5
     lattice_clip: float = 5.0  # bound on |entries| of the predicted clean lattice (model units)
+    # The last step's lattice and coordinate stds as a fraction of the noise it removes (sqrt(beta_1),
+    # sigma_1): about 0.002 Å of jitter. At 1.0 that step re-adds the noise it removes, which left
+    # perov_5's cubic cells 0.65 degrees off square (DiffCSP's last step is noiseless; ours keeps a density).
+    last_step_std: float = 0.1
     name: str = ""
     extra: dict = field(default_factory=dict)  # recipe and metrics, for humans
 
@@ -365,13 +370,14 @@ class DiffusionPolicy(nn.Module):
         lattice_mean = c_x0 * lattice_x0 + c_xt * state.lattice
         types_mean = (c_x0 * types_x0 + c_xt * state.types) * mask
 
+        lattice_std = torch.where(last, ddpm_std * self.spec.last_step_std, ddpm_std)
         sig_t, sig_s = sch.sigma[t], sch.sigma[s]
         step_var = sig_t**2 - sig_s**2
-        frac_std = torch.where(last, step_var, sig_s**2 * step_var / sig_t**2).sqrt()
+        frac_std = torch.where(last, step_var.sqrt() * self.spec.last_step_std, (sig_s**2 * step_var / sig_t**2).sqrt())
         score = pred_f * sch.score_norm[t].sqrt()[:, None, None]
         frac_mean = wrap(state.frac + step_var[:, None, None] * score) * mask
         if not corrector.any():
-            return StepDistribution(types_mean, ddpm_std, frac_mean, frac_std, lattice_mean, ddpm_std, state.mask)
+            return StepDistribution(types_mean, ddpm_std, frac_mean, frac_std, lattice_mean, lattice_std, state.mask)
         # Langevin corrector at level t: coordinates only, DiffCSP's step size.
         gamma = self.corrector_step_lr * (sig_t / self.spec.sigma_min) ** 2
         held = corrector[:, None, None]
@@ -382,7 +388,7 @@ class DiffusionPolicy(nn.Module):
             torch.where(held, wrap(state.frac + gamma[:, None, None] * score) * mask, frac_mean),
             torch.where(corrector, (2 * gamma).sqrt(), frac_std),
             torch.where(held, state.lattice, lattice_mean),
-            torch.where(corrector, zero, ddpm_std),
+            torch.where(corrector, zero, lattice_std),
             state.mask,
             corrector,
         )

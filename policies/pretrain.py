@@ -28,7 +28,7 @@ class PretrainConfig:
     """Pretraining settings (`latticegym pretrain`); saved in OUT/config.json and in every checkpoint.
 
     Attributes:
-        data: CDVAE-format CSV(.gz); trained on its seeded 80% split.
+        data: CDVAE-format CSV(.gz); trained on the 90% outside its seeded test split.
         out: run directory (prior.pt, last.pt, tensorboard/).
         epochs: passes over the training split (fitted to `minutes` when that is set).
         batch_size: crystals per optimizer step.
@@ -41,6 +41,8 @@ class PretrainConfig:
         frequencies: Fourier frequencies of the coordinate features.
         num_timesteps: training grid of the noise schedules.
         split_seed: seed of the 80/10/10 split.
+        hold_out_val: train on the 80% only, so the logged `val/` loss is held out; by default the val
+            split trains too and its fixed-noise loss is logged as `fit/`.
         seed: seed of the weights and the noise.
         checkpoint_every: epochs between checkpoints.
         name: prior name recorded in the checkpoint.
@@ -62,6 +64,7 @@ class PretrainConfig:
     frequencies: int = 10
     num_timesteps: int = 1000
     split_seed: int = 0
+    hold_out_val: bool = False
     seed: int = 0
     checkpoint_every: int = 5  # epochs
     name: str = ""
@@ -70,19 +73,24 @@ class PretrainConfig:
     init: str = ""  # start from this prior's weights (same data and network shape), e.g. to continue a shipped prior
 
 
-def split_dataset(data: CrystalDataset, seed: int) -> dict[str, CrystalDataset]:
-    """The train/val/test split that pretraining uses; rebuild it anywhere from the seed."""
-    return data.split(SPLIT_FRACTIONS, seed)
+def split_dataset(data: CrystalDataset, seed: int, hold_out_val: bool = False) -> dict[str, CrystalDataset]:
+    """The split pretraining uses, rebuilt anywhere from the seed: `test` stays held out; `fit` is what
+    trains (`train` and `val`, or `train` alone with `hold_out_val`)."""
+    splits = data.split(SPLIT_FRACTIONS, seed)
+    fit = splits["train"] if hold_out_val else splits["train"].merged(splits["val"])
+    return {**splits, "fit": fit}
 
 
 def training_data(spec: PriorSpec, path: str | Path) -> CrystalDataset:
-    """The crystals of `path` a prior trained on: its recorded training split when `path` is the file
+    """The crystals of `path` a prior trained on: its recorded training splits when `path` is the file
     it was pretrained on (matched by name), otherwise the whole file."""
     data = read_csv(path, skip_bad=True)
     extra = spec.extra
     if Path(path).name != extra.get("data"):
         return data
-    return data.split(tuple(extra.get("split_fractions", SPLIT_FRACTIONS)), seed=extra.get("split_seed", 0))["train"]
+    splits = data.split(tuple(extra.get("split_fractions", SPLIT_FRACTIONS)), seed=extra.get("split_seed", 0))
+    trained_on = extra.get("trained_on", ["train"])  # priors before the 90% recipe trained on "train" only
+    return splits[trained_on[0]].merged(*(splits[name] for name in trained_on[1:]))
 
 
 def _reasons(skipped: list[tuple[int, str]]) -> str:
@@ -124,7 +132,12 @@ def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDatase
         fingerprint=full.fingerprint,
         num_timesteps=cfg.num_timesteps,
         name=cfg.name or Path(cfg.data).name.split(".")[0],
-        extra={"split_seed": cfg.split_seed, "split_fractions": list(SPLIT_FRACTIONS), "data": Path(cfg.data).name},
+        extra={
+            "split_seed": cfg.split_seed,
+            "split_fractions": list(SPLIT_FRACTIONS),
+            "trained_on": ["train"] if cfg.hold_out_val else ["train", "val"],
+            "data": Path(cfg.data).name,
+        },
     )
     net = DenoiserConfig(num_types=len(spec.elements), hidden=cfg.hidden, layers=cfg.layers, frequencies=cfg.frequencies)
     return DiffusionPolicy(spec, net)
@@ -155,12 +168,12 @@ def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
     data = read_csv(cfg.data, skip_bad=True, progress=progress)
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable rows of {cfg.data}, first: row {data.skipped[0][0]}: {data.skipped[0][1]}")
-    splits = split_dataset(data, cfg.split_seed)
-    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
+    splits = split_dataset(data, cfg.split_seed, cfg.hold_out_val)
+    if len(splits["fit"]) == 0 or len(splits["val"]) == 0:
         raise ValueError(f"{cfg.data}: no usable crystals to train on ({len(data)} read, {len(data.skipped)} rows rejected{_reasons(data.skipped)})")
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # the initial weights
-    policy = build_policy(cfg, data, splits["train"]).to(device)
+    policy = build_policy(cfg, data, splits["fit"]).to(device)
     ema = policy.frozen_copy()
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -181,14 +194,15 @@ def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
         print(f"resuming {state_path} at epoch {start_epoch}")
 
     # Encoded once and kept on the device: batches are gathered there, with no host round trip.
-    train_x = policy.encode(CrystalBatch.from_structures(splits["train"].structures, policy.n_max))
+    train_x = policy.encode(CrystalBatch.from_structures(splits["fit"].structures, policy.n_max))
     val_x = policy.encode(CrystalBatch.from_structures(splits["val"].structures, policy.n_max))
+    val_tag = "val" if cfg.hold_out_val else "fit"  # a loss over crystals it trains on is no validation
     sizes = train_x.mask.sum(1).cpu().numpy()
     steps_per_epoch = math.ceil(len(sizes) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     writer = SummaryWriter(str(out / "tensorboard"), purge_step=step if saved else None)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    print(f"{policy.network.num_parameters():,} parameters; {len(sizes)} train / {len(val_x)} val crystals; {steps_per_epoch} steps per epoch")
+    print(f"{policy.network.num_parameters():,} parameters; {len(sizes)} training crystals ({len(val_x)} val, {'held out' if cfg.hold_out_val else 'trained on'}); {steps_per_epoch} steps per epoch")
 
     bar = tqdm(initial=start_epoch, total=cfg.epochs, desc="pretrain", unit="epoch", disable=not progress)
     began = first_end = time.perf_counter()
@@ -230,9 +244,9 @@ def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             val = _validation_loss(ema, val_x, cfg, device)
             for name, value in val.items():
-                writer.add_scalar(f"val/{name}", value, epoch + 1)
+                writer.add_scalar(f"{val_tag}/{name}", value, epoch + 1)
             writer.flush()
-            ema.spec.extra.update({"epochs": epoch + 1, "steps": step, "val_loss": val["loss"], "train_loss": sums["loss"]})
+            ema.spec.extra.update({"epochs": epoch + 1, "steps": step, f"{val_tag}_loss": val["loss"], "train_loss": sums["loss"]})
             save_policy(ema, out / "prior.pt")
             atomic_save(
                 {
@@ -255,7 +269,7 @@ def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
 
 @torch.no_grad()
 def _validation_loss(policy: DiffusionPolicy, val_x: DiffusionState, cfg: PretrainConfig, device) -> dict[str, float]:
-    """Mean loss over the held-out split with a fixed noise seed, so epochs are comparable."""
+    """Mean loss over the val split with a fixed noise seed, so epochs are comparable."""
     policy.eval()
     generator = torch.Generator(device=device).manual_seed(12345)
     totals: dict[str, float] = {}

@@ -190,6 +190,37 @@ def test_respacing():
         policy.step_distribution(random_state(policy), 51)
 
 
+def test_last_step_keeps_a_tenth_of_the_noise_it_removes():
+    policy = tiny_policy(num_steps=20)
+    state = random_state(policy)
+    sch = policy.schedules
+    with torch.no_grad():
+        last, before = policy.step_distribution(state, 1), policy.step_distribution(state, 2)
+    beta_1 = 1 - sch.alpha_bar[1]
+    torch.testing.assert_close(last.types_std, beta_1.sqrt().expand(4))  # decoded by argmax: left as is
+    torch.testing.assert_close(last.lattice_std, 0.1 * beta_1.sqrt().expand(4))
+    torch.testing.assert_close(last.frac_std, 0.1 * sch.sigma[1].expand(4))
+    assert (before.lattice_std == before.types_std).all()  # earlier steps: the DDPM posterior std for both
+    policy.spec.last_step_std = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(policy.step_distribution(state, 1).frac_std, sch.sigma[1].expand(4))
+
+
+def test_shipped_perov_prior_samples_square_cubic_cells():
+    # Every perov_5 cell is cubic; re-adding sqrt(beta_1) of noise on the last step skewed them by ~0.6 degrees.
+    from latticegym.benchmarks.last_step import cell_shape
+    from latticegym.policies import load_prior
+
+    def median_skew(last_step_std):
+        policy = load_prior("perov_5", num_steps=20)
+        policy.spec.last_step_std = last_step_std
+        with torch.no_grad():
+            return cell_shape(policy.generate(64, seed=0, batch_size=64).to_structures())["skew_deg"][0]
+
+    sharp, noisy = median_skew(0.1), median_skew(1.0)
+    assert sharp < 0.3 < noisy, (sharp, noisy)
+
+
 def test_score_normaliser_matches_monte_carlo():
     sigma = torch.tensor([0.01, 0.1, 0.5], dtype=torch.float64)
     from latticegym.policies.noise import wrapped_normal_score

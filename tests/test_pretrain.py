@@ -1,3 +1,4 @@
+import json
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -6,7 +7,7 @@ from latticegym.cli import main
 from latticegym.datasets import read_csv, write_csv
 from latticegym.policies.checkpoint import load_policy
 from latticegym.policies import pretrain as pretrain_module
-from latticegym.policies.pretrain import PretrainConfig, pretrain
+from latticegym.policies.pretrain import PretrainConfig, pretrain, training_data
 
 from helpers import perovskite
 
@@ -32,13 +33,27 @@ def test_pretrain_writes_a_loadable_prior_with_metadata(tiny_data, tmp_path):
     policy = load_policy(path)
     spec = policy.spec
     assert spec.elements == [8, 20, 22, 38, 40, 56, 72]
-    assert spec.num_atoms == {5: 16}  # the training split: 80% of 20
+    assert spec.num_atoms == {5: 18}  # the 90% outside the test split
     assert spec.fingerprint == read_csv(tiny_data).stats().fingerprint
     assert spec.extra["epochs"] == 2 and spec.extra["split_seed"] == 0
+    assert spec.extra["trained_on"] == ["train", "val"]
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
-    assert len(events.Scalars("val/loss")) == 2
+    assert len(events.Scalars("fit/loss")) == 2 and "val/loss" not in events.Tags()["scalars"]
+    fit = training_data(spec, tiny_data)
+    assert len(fit) == 18 and not set(read_csv(tiny_data).split(seed=0)["test"].cifs) & set(fit.cifs)
+
+
+def test_hold_out_val_trains_on_80_percent_and_logs_a_held_out_loss(tiny_data, tmp_path):
+    cfg = _config(tiny_data, tmp_path / "run", 1)
+    cfg.hold_out_val = True
+    spec = load_policy(pretrain(cfg, progress=False)).spec
+    assert spec.num_atoms == {5: 16} and spec.extra["trained_on"] == ["train"] and "val_loss" in spec.extra
+    assert len(training_data(spec, tiny_data)) == 16
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("val/loss")) == 1
 
 
 def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path, monkeypatch):
@@ -59,10 +74,10 @@ def test_resume_after_a_kill_continues_exactly(tiny_data, tmp_path, monkeypatch)
 
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["step"] == b["step"] == 6
+    assert a["step"] == b["step"] == 9  # 3 epochs of 18 crystals in batches of 8
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
-    assert load_policy(straight).spec.extra["val_loss"] == load_policy(resumed).spec.extra["val_loss"]
+    assert load_policy(straight).spec.extra["fit_loss"] == load_policy(resumed).spec.extra["fit_loss"]
     events = EventAccumulator(str(tmp_path / "b" / "tensorboard"))
     events.Reload()
     # Two event files; their names sort by a per-process counter (".10" before ".9"), so order by time.
@@ -89,3 +104,17 @@ def test_cli_pretrain_then_sample(tiny_data, tmp_path):
 def test_sample_unknown_prior_is_a_clear_error(tmp_path, capsys):
     assert main(["sample", "--prior", "nope", "--num", "1", "--out", str(tmp_path / "x.csv")]) == 1
     assert "no prior named 'nope'" in capsys.readouterr().err
+
+
+def test_prior_quality_scores_a_prior_and_the_real_ceiling_against_the_held_out_split(tiny_data, tmp_path):
+    from latticegym.benchmarks import prior_quality
+
+    cfg = _config(tiny_data, tmp_path / "run", 1)
+    cfg.name = "perov_5"  # for the published COV cutoffs
+    prior = pretrain(cfg, progress=False)
+    out = tmp_path / "quality.json"
+    prior_quality.main(["--prior", str(prior), "--data", str(tiny_data), "--num", "6", "--steps", "2", "--novelty", "--out", str(out)])
+    ours, real = json.loads(out.read_text())
+    assert ours["network"] == "16x1" and ours["metrics"]["num_samples"] == 6 and ours["metrics"]["cov_precision"] is not None
+    assert real["prior"] == "real data, same size" and real["metrics"]["num_samples"] == 6
+    assert real["metrics"]["struct_validity"] == 1.0 and len(ours["nn"]) == 3

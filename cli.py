@@ -56,12 +56,14 @@ def _read(path: str):
 def _load_split(source: str, split: str | None, seed: int, default_split: str):
     """A CSV path (optionally our seeded split of it, as pretraining makes it), or a known dataset name (its canonical split)."""
     from .datasets import KNOWN_DATASETS, fetch
+    from .policies.pretrain import split_dataset
 
     if not Path(source).exists() and source in KNOWN_DATASETS:
-        data = _read(str(fetch(source, split or default_split)))
+        first, *rest = [_read(str(fetch(source, name))) for name in (("train", "val") if split == "fit" else (split or default_split,))]
+        data = first.merged(*rest)
     else:
         data = _read(source)
-        data = data.split(seed=seed)[split] if split else data
+        data = split_dataset(data, seed)[split] if split else data
     if data.skipped:
         print(f"{source}: skipped {len(data.skipped)} unreadable rows (first: row {data.skipped[0][0]}: {data.skipped[0][1]})", file=sys.stderr)
     return data
@@ -258,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True, help="reference CSV(.gz), or a dataset name (its test split), for coverage and Wasserstein distances")
     p.add_argument("--train", help="training CSV(.gz), or a dataset name (its train split), for novelty (without it novelty is not computed)")
     p.add_argument("--reference-split", choices=["train", "val", "test"], help="use this split of the --reference file, split as pretraining splits it (default: the whole file)")
-    p.add_argument("--train-split", choices=["train", "val", "test"], help="use this split of --train (default: the whole file)")
+    p.add_argument("--train-split", choices=["train", "val", "test", "fit"], help="use this split of --train; fit: train and val, the 90%% a prior trains on (default: the whole file)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of those splits (default: %(default)s, pretraining's)")
     p.add_argument("--dataset", choices=["perov_5", "carbon_24", "mp_20", "mpts_52"], help="COV cutoffs (default: guessed from the file names)")
     p.add_argument("--workers", type=POSITIVE, help="processes for fingerprints (default: all cores)")

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from latticegym.cli import main
-from latticegym.datasets import write_csv
+from latticegym.datasets import read_csv, write_csv
 
 from helpers import diamond, perovskite, rocksalt
 
@@ -91,3 +91,18 @@ def test_train_prints_before_and_after_and_where_things_are(tmp_path):
     assert "prior" in result.stdout and "fine-tuned" in result.stdout and str(out / "best.csv") in result.stdout
     result = run_cli("train", "--env", "LatticeGym/PerovskiteLowHHI-v0", "--out", str(tmp_path / "x"), "--set", "lr")
     assert result.returncode == 1 and "--set expects KEY=VALUE, got 'lr'" in result.stderr
+
+
+def test_the_fit_split_is_train_and_val_as_pretraining_uses_them(tmp_path):
+    from latticegym.cli import _load_split
+
+    structures = []
+    for i in range(20):
+        s = perovskite()
+        s.scale_lattice(s.volume * (1 + 0.01 * i))
+        structures.append(s)
+    path = write_csv(structures, tmp_path / "perov.csv")
+    splits = read_csv(path).split(seed=0)
+    fit = _load_split(str(path), "fit", 0, "train")
+    assert len(fit) == 18 and sorted(fit.cifs) == sorted(splits["train"].cifs + splits["val"].cifs)
+    assert not set(fit.cifs) & set(splits["test"].cifs)

@@ -5,6 +5,7 @@ This module is the base of the package: it imports nothing else from latticegym.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import defaultdict
 import warnings
@@ -235,6 +236,15 @@ def _match_keys(structures: Sequence[Structure]) -> tuple[list[Structure], list[
 
 def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
     return matcher.fit(a, b, skip_structure_reduction=True)
+
+
+@functools.lru_cache(maxsize=2)
+def magpie(impute_nan: bool):
+    """matminer's Magpie composition featurizer, for the coverage metric and the reward surrogate.
+    The metric keeps NaNs, as CDVAE does; the surrogate imputes them, since its trees need every feature."""
+    from matminer.featurizers.composition.composite import ElementProperty
+
+    return ElementProperty.from_preset("magpie", impute_nan=impute_nan)
 
 
 def nearest_neighbour_distances(structure: Structure) -> np.ndarray:

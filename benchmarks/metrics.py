@@ -29,7 +29,7 @@ from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 from tqdm import tqdm
 
-from ..crystal import MatchIndex, compositional_validity, lattice_validity, structural_validity, unique_indices
+from ..crystal import MatchIndex, compositional_validity, magpie, lattice_validity, structural_validity, unique_indices
 from ..datasets import cache_dir
 
 # (structure cutoff, composition cutoff), from CDVAE's COV_Cutoffs
@@ -55,10 +55,9 @@ _SCALER = json.loads((Path(__file__).parent / "magpie_scaler.json").read_text())
 
 @functools.cache
 def _featurizers():
-    from matminer.featurizers.composition.composite import ElementProperty
     from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
 
-    return CrystalNNFingerprint.from_preset("ops"), ElementProperty.from_preset("magpie", impute_nan=False)
+    return CrystalNNFingerprint.from_preset("ops"), magpie(impute_nan=False)
 
 
 def _fingerprint_one(structure: Structure) -> tuple[np.ndarray | None, np.ndarray]:

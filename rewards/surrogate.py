@@ -16,21 +16,14 @@ import numpy as np
 from pymatgen.core import Structure
 from scipy.stats import spearmanr
 
-from ..crystal import nearest_neighbour_distances
-
-
-@lru_cache(maxsize=1)
-def _magpie():
-    from matminer.featurizers.composition.composite import ElementProperty
-
-    return ElementProperty.from_preset("magpie", impute_nan=True)
+from ..crystal import magpie, nearest_neighbour_distances
 
 
 @lru_cache(maxsize=4096)
 def _composition_features(formula: str) -> tuple[float, ...]:
     from pymatgen.core import Composition
 
-    return tuple(_magpie().featurize(Composition(formula)))
+    return tuple(magpie(impute_nan=True).featurize(Composition(formula)))
 
 
 def structure_features(structure: Structure) -> np.ndarray:

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default: %(default)s)")
     p.add_argument("--hold-out-val", action="store_true", help="train on the 80%% only, so the logged val loss is held out")
     p.add_argument("--checkpoint-every", type=POSITIVE, default=5, help="epochs between checkpoints (default: %(default)s)")
-    p.add_argument("--name", help="prior name recorded in the checkpoint (default: from the data file's name)")
+    p.add_argument("--name", help="prior name recorded in the checkpoint; it picks the COV cutoffs and corrector step size (default: the data file's name less a _train/_val/_test suffix)")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
     p.add_argument("--minutes", type=NON_NEGATIVE_FLOAT, default=0.0, help="wall-clock budget: fit --epochs to it from the first epochs' speed (default: off)")
     p.add_argument("--init", help="start from this prior's weights (same data and network shape), e.g. a shipped prior's name")

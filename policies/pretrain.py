@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,6 +121,12 @@ def _lr(cfg: PretrainConfig, step: int, total: int) -> float:
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * min(step / max(total, 1), 1.0)))
 
 
+def default_name(data: str | Path) -> str:
+    """A prior's name from its data file: `perov_5_val.csv.gz` -> `perov_5`. The name picks the COV
+    cutoffs and the corrector step size, so a CDVAE split suffix must not stay in it."""
+    return re.sub(r"_(train|val|test)$", "", Path(data).name.split(".")[0])
+
+
 def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDataset) -> DiffusionPolicy:
     """A fresh policy for `data`: vocabulary from the whole file, atom counts and lattice scale from `train`."""
     stats, full = train.stats(), data.stats()
@@ -131,7 +138,7 @@ def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDatase
         lattice_clip=1.5 * max(float(np.abs(s.lattice.matrix).max()) / scale for s in train.structures),
         fingerprint=full.fingerprint,
         num_timesteps=cfg.num_timesteps,
-        name=cfg.name or Path(cfg.data).name.split(".")[0],
+        name=cfg.name or default_name(cfg.data),
         extra={
             "split_seed": cfg.split_seed,
             "split_fractions": list(SPLIT_FRACTIONS),

@@ -7,7 +7,7 @@ from latticegym.cli import main
 from latticegym.datasets import read_csv, write_csv
 from latticegym.policies.checkpoint import load_policy
 from latticegym.policies import pretrain as pretrain_module
-from latticegym.policies.pretrain import PretrainConfig, pretrain, training_data
+from latticegym.policies.pretrain import PretrainConfig, default_name, pretrain, training_data
 
 from helpers import perovskite
 
@@ -118,3 +118,8 @@ def test_prior_quality_scores_a_prior_and_the_real_ceiling_against_the_held_out_
     assert ours["network"] == "16x1" and ours["metrics"]["num_samples"] == 6 and ours["metrics"]["cov_precision"] is not None
     assert real["prior"] == "real data, same size" and real["metrics"]["num_samples"] == 6
     assert real["metrics"]["struct_validity"] == 1.0 and len(ours["nn"]) == 3
+
+
+def test_a_prior_is_named_for_its_dataset_not_its_split_file():
+    assert default_name("../shared/data/perov_5_val.csv.gz") == "perov_5"
+    assert default_name("carbon_24_train.csv") == "carbon_24" and default_name("my_set.csv") == "my_set"

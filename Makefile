@@ -1,7 +1,7 @@
 # Two entry points, each doing the whole set-up on a fresh machine:
 #   make demo   install, then fine-tune the shipped perov_5 prior with PPO on PerovskiteLowHHI (~3 min on 2 CPU cores)
 #               and print the success rate before and after
-#   make test   install, then run the tests (~15 min on 2 CPU cores)
+#   make test   install, then run the tests (~17 min on 2 CPU cores)
 #   make docs   install, then build the API reference into build/site
 # TORCH is what gets installed first when the venv has no torch (the CPU wheel here);
 # override it, e.g. `make test TORCH="torch==2.13.0 --index-url <your CUDA index>"`.

@@ -56,10 +56,11 @@ def _read(path: str):
 def _load_split(source: str, split: str | None, seed: int, default_split: str):
     """A CSV path (optionally our seeded split of it, as pretraining makes it), or a known dataset name (its canonical split)."""
     from .datasets import KNOWN_DATASETS, fetch
-    from .policies.pretrain import split_dataset
+    from .policies.pretrain import fit_splits, split_dataset
 
     if not Path(source).exists() and source in KNOWN_DATASETS:
-        first, *rest = [_read(str(fetch(source, name))) for name in (("train", "val") if split == "fit" else (split or default_split,))]
+        names = fit_splits() if split == "fit" else [split or default_split]
+        first, *rest = [_read(str(fetch(source, name))) for name in names]
         data = first.merged(*rest)
     else:
         data = _read(source)

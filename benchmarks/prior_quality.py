@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     specs = [load_prior(p, num_steps=1).spec for p in args.prior]
-    test = split_dataset(read_csv(args.data, skip_bad=True), specs[0].extra.get("split_seed", 0))["test"].structures
-    trained = [training_data(spec, args.data).structures for spec in specs]
+    data = read_csv(args.data, skip_bad=True)
+    test = split_dataset(data, specs[0].extra.get("split_seed", 0))["test"].structures
+    trained = [training_data(spec, args.data, data).structures for spec in specs]
     # Novelty matches every sample against the training crystals: slow for one-element data, so optional.
     results = [measure(p, test, known if args.novelty else None, args.num, args.steps, args.seed, args.correctors) for p, known in zip(args.prior, trained)]
     results.append(ceiling(test, trained[0], args.num, args.seed, specs[0].name))

@@ -157,7 +157,7 @@ class PriorSpec:
     lattice_clip: float = 5.0  # bound on |entries| of the predicted clean lattice (model units)
     # The last step's lattice and coordinate stds as a fraction of the noise it removes (sqrt(beta_1),
     # sigma_1): about 0.002 Å of jitter. At 1.0 that step re-adds the noise it removes, which left
-    # perov_5's cubic cells 0.65 degrees off square (DiffCSP's last step is noiseless; ours keeps a density).
+    # perov_5's cubic cells a median 0.69 degrees off square (DiffCSP's last step is noiseless; ours keeps a density).
     last_step_std: float = 0.1
     name: str = ""
     extra: dict = field(default_factory=dict)  # recipe and metrics, for humans

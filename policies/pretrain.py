@@ -74,24 +74,32 @@ class PretrainConfig:
     init: str = ""  # start from this prior's weights (same data and network shape), e.g. to continue a shipped prior
 
 
+def fit_splits(hold_out_val: bool = False) -> list[str]:
+    """The splits a prior trains on: train and val (the 90% outside test), or train alone."""
+    return ["train"] if hold_out_val else ["train", "val"]
+
+
+def _union(splits: dict[str, CrystalDataset], names: list[str]) -> CrystalDataset:
+    first, *rest = (splits[name] for name in names)
+    return first.merged(*rest)
+
+
 def split_dataset(data: CrystalDataset, seed: int, hold_out_val: bool = False) -> dict[str, CrystalDataset]:
     """The split pretraining uses, rebuilt anywhere from the seed: `test` stays held out; `fit` is what
-    trains (`train` and `val`, or `train` alone with `hold_out_val`)."""
+    trains (`fit_splits`)."""
     splits = data.split(SPLIT_FRACTIONS, seed)
-    fit = splits["train"] if hold_out_val else splits["train"].merged(splits["val"])
-    return {**splits, "fit": fit}
+    return {**splits, "fit": _union(splits, fit_splits(hold_out_val))}
 
 
-def training_data(spec: PriorSpec, path: str | Path) -> CrystalDataset:
+def training_data(spec: PriorSpec, path: str | Path, data: CrystalDataset | None = None) -> CrystalDataset:
     """The crystals of `path` a prior trained on: its recorded training splits when `path` is the file
-    it was pretrained on (matched by name), otherwise the whole file."""
-    data = read_csv(path, skip_bad=True)
+    it was pretrained on (matched by name), otherwise the whole file. `data`: `path` already read."""
+    data = data if data is not None else read_csv(path, skip_bad=True)
     extra = spec.extra
     if Path(path).name != extra.get("data"):
         return data
     splits = data.split(tuple(extra.get("split_fractions", SPLIT_FRACTIONS)), seed=extra.get("split_seed", 0))
-    trained_on = extra.get("trained_on", ["train"])  # priors before the 90% recipe trained on "train" only
-    return splits[trained_on[0]].merged(*(splits[name] for name in trained_on[1:]))
+    return _union(splits, extra.get("trained_on", ["train"]))  # priors before the 90% recipe trained on "train" only
 
 
 def _reasons(skipped: list[tuple[int, str]]) -> str:
@@ -142,7 +150,7 @@ def build_policy(cfg: PretrainConfig, data: CrystalDataset, train: CrystalDatase
         extra={
             "split_seed": cfg.split_seed,
             "split_fractions": list(SPLIT_FRACTIONS),
-            "trained_on": ["train"] if cfg.hold_out_val else ["train", "val"],
+            "trained_on": fit_splits(cfg.hold_out_val),
             "data": Path(cfg.data).name,
         },
     )

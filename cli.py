@@ -146,13 +146,32 @@ def cmd_envs(args) -> int:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
-    print("\nGuards on every task, before any property is computed: structural validity (atoms >= 0.5 Å apart, a sound cell),")
-    print("at most 0.25 atoms/Å^3, and on the perovskite tasks SMACT charge neutrality and at least two elements;")
-    print("carbon tasks need every C-C nearest neighbour in [1.15, 1.70] Å; magnetic tasks a CHGNet pressure within ±25 GPa.")
+    print_guards(TASKS.values())
     for t in TASKS.values():
         if t.experimental:
             print(f"experimental {t.name}: {t.experimental}")
     return 0
+
+
+def print_guards(tasks) -> None:
+    """Each family's guards with their thresholds and the share of real crystals and prior samples they refuse."""
+    from .benchmarks.guard_thresholds import shares
+    from .rewards.composite import Guards
+
+    measured = shares()
+    families: dict[str, list] = {}
+    for t in tasks:
+        families.setdefault(t.prior, []).append(t)
+    print("\nGuards, before any property is computed; refused: share of the prior's real crystals / of 256 of its samples")
+    print("(`python -m latticegym.benchmarks.guard_thresholds`):")
+    for prior, members in families.items():
+        guards = Guards(**members[0].reward_kwargs.get("guards", {}))
+        print(f"{prior} tasks ({', '.join(t.name for t in members)}):")
+        for name, text in guards.describe().items():
+            real = measured[prior]["real"]["refused"].get(name, float("nan"))
+            sampled = measured[prior].get("prior_samples", {}).get("refused", {}).get(name, float("nan"))
+            print(f"  {name:24s} {text:75s} refused {real:6.2%} / {sampled:6.2%}")
+    print("Magnetic tasks also need a CHGNet pressure within ±25 GPa; where a reward relaxes, the relaxed crystal must pass the guards too.")
 
 
 def _options(pairs: list[str]) -> dict[str, str]:

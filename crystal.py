@@ -21,6 +21,22 @@ MIN_DISTANCE = 0.5  # Å, CDVAE's structural-validity cutoff
 # Densest crystals in the shared data: 0.139 (perov_5) and 0.184 (carbon_24, at 10 GPa) atoms/Å^3;
 # anything above this bound (a 36% margin) is a crushed cell, not a solid.
 MAX_ATOMS_PER_A3 = 0.25
+# Geometry guards, set from the shared data by `python -m latticegym.benchmarks.guard_thresholds`
+# (real crystals: perov_5 3,787, carbon_24 2,032; the script prints the share each bound rejects):
+# - closest contact d / (r_i + r_j), Cordero covalent radii: lowest 0.667 (perov_5), 0.834 (carbon_24);
+MIN_CONTACT_RATIO = 0.6
+# - each atom's nearest neighbour by that ratio: at most 1.758 (perov_5), 1.083 (carbon_24); beyond: a gas;
+MAX_NEIGHBOUR_RATIO = 1.8
+# - that ratio's mean over a crystal's atoms, which a crushed or expanded cell moves as a whole:
+#   0.716-1.224 (perov_5), 0.934-1.043 (carbon_24);
+MEAN_CONTACT_RANGE = (0.7, 1.25)
+# - density: lowest 0.0286 atoms/Å^3 (perov_5), 0.111 (carbon_24); a 30% margin below perov_5's;
+MIN_ATOMS_PER_A3 = 0.02
+# - the widest empty slab along a lattice plane: at most 2.80 Å (perov_5), 2.95 Å (carbon_24); wider: a slab.
+MAX_VACUUM_GAP = 3.5  # Å
+# MatInvent's `invalid_filter` (pipeline/filters/opt_filter.py) refuses any cell edge of 25 Å or more;
+# the longest edge in the shared data is 5.6 Å (perov_5), 12.3 Å (carbon_24).
+MAX_CELL_EDGE = 25.0  # Å
 MIN_VOLUME = 0.1  # Å^3
 MIN_SHAPE_FACTOR = 0.05  # V / (abc); a flat cell has 0, a cube 1
 MAX_LENGTH = 1000.0  # Å; longer lattice vectors mean the sampler exploded
@@ -252,6 +268,44 @@ def nearest_neighbour_distances(structure: Structure) -> np.ndarray:
     d = structure.distance_matrix.copy()
     np.fill_diagonal(d, min(structure.lattice.abc))  # an atom's own nearest periodic image
     return d.min(axis=1)
+
+
+def covalent_radii(structure: Structure) -> np.ndarray:
+    """Each atom's covalent radius in Å (Cordero et al. 2008, as pymatgen tabulates them)."""
+    from pymatgen.analysis.molecule_structure_comparator import CovalentRadius
+
+    missing = sorted({sp.symbol for sp in structure.species} - set(CovalentRadius.radius))
+    if missing:
+        raise ValueError(f"no covalent radius for {', '.join(missing)}")
+    return np.array([CovalentRadius.radius[sp.symbol] for sp in structure.species])
+
+
+def contact_ratios(structure: Structure) -> np.ndarray:
+    """(N, N) distances over the sum of covalent radii, periodic images included (the diagonal: an atom's own image).
+
+    1 is a typical bond; far below 1 atoms are fused, far above it they do not touch.
+    """
+    r = covalent_radii(structure)
+    d = structure.distance_matrix.copy()
+    np.fill_diagonal(d, min(structure.lattice.get_lll_reduced_lattice().abc))
+    return d / (r[:, None] + r[None, :])
+
+
+def vacuum_gap(structure: Structure) -> float:
+    """The widest empty slab parallel to a lattice plane, in Å: the largest gap between atoms projected on each axis."""
+    spacings = 1.0 / np.array(structure.lattice.reciprocal_lattice_crystallographic.abc)  # interplanar distances
+    widest = 0.0
+    for axis in range(3):
+        f = np.sort(structure.frac_coords[:, axis] % 1.0)
+        gaps = np.diff(np.append(f, f[0] + 1.0))
+        widest = max(widest, float(gaps.max() * spacings[axis]))
+    return widest
+
+
+def coordination_numbers(structure: Structure, cutoff: float) -> np.ndarray:
+    """Each atom's number of neighbours within `cutoff` Å, every periodic image counted."""
+    centres = structure.get_neighbor_list(cutoff)[0]
+    return np.bincount(centres, minlength=len(structure))
 
 
 def unique_indices(structures: Sequence[Structure], progress: bool = False) -> list[int]:

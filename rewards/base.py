@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from pymatgen.core import Structure
@@ -83,6 +83,12 @@ class PropertySource(ABC):
     def screen(self, structure: Structure) -> str:
         """Why this source cannot evaluate `structure` at all ("" if it can); screened crystals never reach `compute`."""
         return ""
+
+    def set_guard(self, check: Callable[[Structure], str]) -> None:
+        """The reward's guards, for a source that reads its property on another crystal than its input (a relaxed one).
+
+        The default reads the input itself, which the reward has already guarded, so it ignores them.
+        """
 
     def state_dict(self) -> dict:
         """What a resumed run needs to continue exactly: the evaluation count (subclasses add caches)."""

@@ -42,6 +42,9 @@ class Cached(PropertySource):
     def evaluations(self) -> int:
         return self.source.evaluations
 
+    def set_guard(self, check) -> None:
+        self.source.set_guard(check)
+
     def state_dict(self) -> dict:
         return {"source": self.source.state_dict(), "store": {k: list(v) for k, v in self._store.items()}, "hits": self.hits}
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from abc import abstractmethod
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -55,7 +56,12 @@ class Density(PropertySource):
 
 
 class MLIPSource(PropertySource):
-    """A property computed from MLIP energies, on the crystal as given or after relaxation."""
+    """A property computed from MLIP energies, on the crystal as given or after relaxation.
+
+    Subclasses implement `read` on the crystals the property is read on. With `relax`, those are the
+    relaxed crystals, and a relaxed crystal that fails the reward's guards (`set_guard`) fails too:
+    a relaxation can fuse atoms or blow a cell apart after the input passed every guard.
+    """
 
     def __init__(self, mlip=None, relax: bool = False, fmax: float = 0.1, steps: int = 200, timeout_s: float = 120.0):
         super().__init__()
@@ -63,6 +69,11 @@ class MLIPSource(PropertySource):
         self.relax = relax
         self.relax_kwargs = {"fmax": fmax, "steps": steps, "timeout_s": timeout_s}
         self.cost = "mlip_relaxation" if relax else "mlip_single_point"
+        self.guard: Callable[[Structure], str] | None = None
+
+    def set_guard(self, check: Callable[[Structure], str]) -> None:
+        """Refuse a relaxed crystal that `check` refuses (it says why, or "")."""
+        self.guard = check
 
     def screen(self, structure: Structure) -> str:
         """Why the MLIP cannot evaluate `structure` (an element it does not cover), or ""."""
@@ -72,17 +83,31 @@ class MLIPSource(PropertySource):
             return str(exc)
         return ""
 
-    def prepared(self, structures: Sequence[Structure]) -> list[Structure]:
-        """The structures to evaluate: relaxed ones when `relax` is set."""
-        if not self.relax:
-            return list(structures)
-        return [self.mlip.relax(s, **self.relax_kwargs).structure for s in structures]
+    @abstractmethod
+    def read(self, structures: Sequence[Structure], energies: np.ndarray | None) -> Sequence[float] | PropertyValues:
+        """The property of `structures` as they are; `energies` (eV/atom) where a relaxation already computed them."""
 
-    def energies(self, structures: Sequence[Structure]) -> np.ndarray:
-        """MLIP energies in eV/atom: single points, or the relaxed energy when `relax` is set."""
-        if self.relax:  # the relaxation ends with the energy: no second single point
-            return np.array([self.mlip.relax(s, **self.relax_kwargs).energy_per_atom for s in structures])
+    def energies(self, structures: Sequence[Structure], known: np.ndarray | None) -> np.ndarray:
+        """MLIP energies in eV/atom: the `known` relaxed ones, or single points."""
+        if known is not None:
+            return known
         return np.array([p.energy_per_atom for p in self.mlip.predict(structures)])
+
+    def compute(self, structures: Sequence[Structure]) -> Sequence[float] | PropertyValues:
+        if not self.relax:
+            return self.read(structures, None)
+        relaxed = [self.mlip.relax(s, **self.relax_kwargs) for s in structures]
+        refused = [self.guard(r.structure) if self.guard else "" for r in relaxed]
+        keep = [i for i, why in enumerate(refused) if not why]
+        values = np.full(len(structures), np.nan)
+        reasons = [f"{self.name}: the relaxed crystal fails a guard: {why}" if why else "" for why in refused]
+        if keep:
+            read = self.read([relaxed[i].structure for i in keep], np.array([relaxed[i].energy_per_atom for i in keep]))
+            read = read if isinstance(read, PropertyValues) else PropertyValues(np.asarray(read, dtype=float), [""] * len(keep))
+            values[keep] = read.values
+            for i, why in zip(keep, read.reasons):
+                reasons[i] = why
+        return PropertyValues(values, reasons)
 
 
 class EnergyPerAtom(MLIPSource):
@@ -91,8 +116,8 @@ class EnergyPerAtom(MLIPSource):
     name = "energy_per_atom"
     unit = "eV/atom"
 
-    def compute(self, structures):
-        return self.energies(structures)
+    def read(self, structures, energies):
+        return self.energies(structures, energies)
 
 
 class FormationEnergy(MLIPSource):
@@ -113,8 +138,8 @@ class FormationEnergy(MLIPSource):
             self._references = {**(self._references or {}), **elemental_references([element], self.mlip)}
         return self._references[element]
 
-    def compute(self, structures):
-        energies = self.energies(structures)
+    def read(self, structures, energies):
+        energies = self.energies(structures, energies)
         out = []
         for s, e in zip(structures, energies):
             fractions = s.composition.fractional_composition.get_el_amt_dict()
@@ -133,11 +158,11 @@ class EnergyAboveReference(MLIPSource):
         self.reference = reference
         self._reference_energy: float | None = None
 
-    def compute(self, structures):
+    def read(self, structures, energies):
         if self._reference_energy is None:
             relaxed = self.mlip.relax(self.reference, fmax=0.02, steps=500)
             self._reference_energy = relaxed.energy_per_atom
-        return self.energies(structures) - self._reference_energy
+        return self.energies(structures, energies) - self._reference_energy
 
 
 class MagneticDensity(MLIPSource):
@@ -159,14 +184,13 @@ class MagneticDensity(MLIPSource):
         super().__init__(mlip, relax, **kwargs)
         self.max_pressure_gpa = max_pressure_gpa
 
-    def compute(self, structures):
-        prepared = self.prepared(structures)
+    def read(self, structures, energies):
         guarded = self.max_pressure_gpa is not None
-        points = self.mlip.predict(prepared, task="esm" if guarded else "em")
+        points = self.mlip.predict(structures, task="esm" if guarded else "em")
         if any(p.magmoms is None for p in points):
             raise ValueError(f"{self.mlip.model_name} predicts no magnetic moments; use CHGNet")
         values, reasons = [], []
-        for s, p in zip(prepared, points):
+        for s, p in zip(structures, points):
             pressure = -float(np.trace(p.stress)) / 3 if guarded else 0.0
             if guarded and abs(pressure) > self.max_pressure_gpa:
                 values.append(np.nan)
@@ -187,19 +211,18 @@ class BulkModulus(MLIPSource):
         super().__init__(mlip, relax, **kwargs)
         self.scales = np.linspace(1 - max_strain, 1 + max_strain, points)
 
-    def compute(self, structures):
+    def read(self, structures, energies):
         from pymatgen.analysis.eos import EOS
 
-        prepared = self.prepared(structures)
         strained = []
-        for s in prepared:
+        for s in structures:
             for scale in self.scales:
                 t = s.copy()
                 t.scale_lattice(s.volume * scale)
                 strained.append(t)
-        energies = np.array([p.energy_per_atom for p in self.mlip.predict(strained)]).reshape(len(prepared), -1)
+        energies = np.array([p.energy_per_atom for p in self.mlip.predict(strained)]).reshape(len(structures), -1)
         out = []
-        for s, e in zip(prepared, energies):
+        for s, e in zip(structures, energies):
             volumes = s.volume * self.scales / len(s)
             fit = EOS("birch_murnaghan").fit(volumes, e)
             if not volumes.min() <= fit.v0 <= volumes.max():

@@ -72,8 +72,8 @@ class EHull(MLIPSource):
         super().__init__(hull.mlip, relax, **relax_kwargs)
         self.hull = hull
 
-    def compute(self, structures: Sequence[Structure]):
-        return [self.hull.e_above_hull(s.composition, e) for s, e in zip(structures, self.energies(structures))]
+    def read(self, structures: Sequence[Structure], energies: np.ndarray | None):
+        return [self.hull.e_above_hull(s.composition, e) for s, e in zip(structures, self.energies(structures, energies))]
 
 
 class SUNFilter:

@@ -82,6 +82,9 @@ def test_envs_lists_every_id_with_prior_reward_target_and_cost():
     for env_id in env_ids():
         assert env_id in result.stdout
     assert "MLIP relaxation" in result.stdout and "HHI (production) <= 1250" in result.stdout and "carbon_24" in result.stdout
+    guards = [line.split() for line in result.stdout.splitlines() if "refused" in line and "%" in line]
+    assert {g[0] for g in guards} >= {"mean_contact_range", "max_vacuum_gap", "anions", "coordination"}
+    assert all(g[-3].endswith("%") and g[-1].endswith("%") for g in guards)  # real crystals / prior samples refused
 
 
 def test_train_prints_before_and_after_and_where_things_are(tmp_path):

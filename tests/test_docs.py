@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Protocol methods documented once, on the base class or protocol they implement.
-OVERRIDES = {"state_dict", "load_state_dict", "compute", "update", "reset", "step", "render", "forward", "action", "main"}
+OVERRIDES = {"state_dict", "load_state_dict", "compute", "read", "set_guard", "update", "reset", "step", "render", "forward", "action", "main"}
 
 
 def _api_search_path() -> Path:

@@ -145,3 +145,12 @@ def test_a_formation_energy_call_on_256_real_perovskites_stays_under_3_gb(perov_
     figures = measure("PerovskiteFormationEnergy", 256, str(perov_path.parent))
     assert figures.get("ok", 0) > 0.9, figures
     assert figures["peak_mb"] < 3000, figures
+
+
+def test_guards_run_on_the_crystal_chgnet_relaxed(mlip):
+    stretched = Structure(Lattice.cubic(4.3), ["Sr", "Ti", "O", "O", "O"], perovskite().frac_coords)  # 0.063 atoms/Å^3
+    source = FormationEnergy(mlip, relax=True, steps=60, fmax=0.05)
+    strict = CompositeReward([Objective(source)], guards=Guards(max_atoms_per_a3=0.07))([stretched])
+    assert not strict.ok[0] and "the relaxed crystal fails a guard" in strict.reasons[0] and "crushed" in strict.reasons[0]
+    default = CompositeReward([Objective(source)])([stretched])
+    assert default.ok[0] and default.properties["formation_energy"][0] < -2.5

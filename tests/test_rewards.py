@@ -163,7 +163,10 @@ def test_crushed_cells_are_refused_before_any_property_is_computed():
     result = CompositeReward([Objective(source)])([crushed, perovskite()])
     assert not result.ok[0] and "crushed" in result.reasons[0] and result.ok[1]
     assert source.evaluations == 1  # only the real perovskite reached the source
-    assert CompositeReward([Objective(Density())], guards=Guards(max_atoms_per_a3=None))([crushed]).ok[0]
+    contacts_only = CompositeReward([Objective(Density())], guards=Guards(max_atoms_per_a3=None))([crushed])
+    assert not contacts_only.ok[0] and "fused" in contacts_only.reasons[0]  # 0.86 atoms/Å^3 squeezes every contact too
+    off = Guards(max_atoms_per_a3=None, min_contact_ratio=None, mean_contact_range=None)
+    assert CompositeReward([Objective(Density())], guards=off)([crushed]).ok[0]
 
 
 def test_cache_gives_strained_and_displaced_copies_their_own_value():
@@ -185,3 +188,30 @@ def test_cache_gives_strained_and_displaced_copies_their_own_value():
     assert source.evaluations == 1 + 4 and cached.hits == 1  # four new crystals, one true repeat
     np.testing.assert_allclose(result.values[:4], [s.density for s in strained])
     assert result.values[0] != result.values[1] != result.values[4]
+
+
+class ExpandingMLIP:
+    """Relaxes every crystal into a 3x larger cell: what a relaxation gone wrong hands the property."""
+
+    model_name = "expanding"
+
+    def check_elements(self, structure):
+        pass
+
+    def relax(self, structure, **_):
+        from latticegym.rewards.mlip import Relaxed
+
+        out = structure.copy()
+        out.scale_lattice(structure.volume * 3.0)
+        return Relaxed(out, -1.0, 1, True)
+
+
+def test_a_relaxed_crystal_must_pass_the_guards_too():
+    from latticegym.rewards.properties import EnergyPerAtom
+
+    relaxing = Cached(EnergyPerAtom(ExpandingMLIP(), relax=True))
+    result = CompositeReward([Objective(relaxing)])([perovskite()])
+    assert not result.ok[0] and "relaxed crystal fails a guard" in result.reasons[0] and "expanded" in result.reasons[0]
+    assert relaxing.evaluations == 1  # the relaxation was spent, and counted
+    unguarded = EnergyPerAtom(ExpandingMLIP(), relax=True)([perovskite()])  # a bare source reads what it relaxed
+    assert unguarded.values[0] == -1.0

@@ -1,11 +1,12 @@
 """latticegym: crystal generation as reinforcement learning.
 
-Importing the package registers the LatticeGym/* Gymnasium environments.
+Importing the package registers the LatticeGym/* Gymnasium environments; `register_task` adds one of your own.
 """
 
 from typing import Any
 
 from .envs.registration import register_envs
+from .envs.tasks import register_task as register_task
 
 __version__ = "0.1.0"
 DEFAULT_THREADS = 1  # torch intra-op threads the CLI uses; see `set_threads`

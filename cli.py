@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import DEFAULT_THREADS, quiet_libraries, set_threads
+from .envs.registration import load_plugins
 
 DEFAULT_DATA = Path("../shared/data")
 DATASET_HINTS = {"perov": "perov_5", "carbon": "carbon_24", "mpts": "mpts_52", "mp_20": "mp_20", "mp20": "mp_20"}
@@ -89,6 +90,8 @@ def cmd_evaluate(args) -> int:
         metrics["num_samples"] = total
     metrics["dataset"] = dataset
     print(format_table(metrics))
+    if train is None:
+        print("novelty is n/a: pass --train with the prior's training crystals (e.g. --train ../shared/data/perov_5_val.csv.gz --train-split fit)", file=sys.stderr)
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=1))
         print(f"wrote {args.out}")
@@ -185,26 +188,36 @@ def _options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def cmd_train(args) -> int:
-    from .agents.trainer import Trainer, TrainConfig, evaluate_policy
+# train's options and the TrainConfig fields they set; an option left out keeps the config's default,
+# or on --resume the checkpoint's setting.
+TRAIN_OPTIONS = {
+    "env": "env_id", "agent": "agent", "iterations": "iterations", "batch_size": "batch_size", "steps": "steps",
+    "correctors": "correctors", "seed": "seed", "out": "out", "device": "device", "wandb": "wandb", "reference": "novelty_reference",
+    "diversity": "diversity", "ray_address": "ray_address", "rollout_workers": "rollout_workers", "prior": "prior", "reward": "reward",
+}  # fmt: skip
 
-    cfg = TrainConfig(
-        env_id=args.env,
-        agent=args.agent,
-        iterations=args.iterations,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        correctors=args.correctors,
-        seed=args.seed,
-        out=args.out,
-        device=args.device,
-        wandb=args.wandb,
-        novelty_reference=args.reference,
-        diversity=args.diversity,
-        agent_options=_options(args.set),
-        ray_address=args.ray_address,
-        rollout_workers=args.rollout_workers,
-    )
+
+def train_config(args):
+    """The TrainConfig of `latticegym train`: the options given, over the checkpoint's settings on --resume."""
+    from .agents.trainer import TrainConfig, saved_config
+
+    given = {field: getattr(args, option) for option, field in TRAIN_OPTIONS.items() if getattr(args, option) is not None}
+    if args.set:
+        given["agent_options"] = _options(args.set)
+    if args.plugin:
+        given["plugins"] = tuple(args.plugin)
+    if args.resume:
+        saved = saved_config(args.out)
+        return TrainConfig(**{**saved, **given})
+    if "env_id" not in given:
+        raise ValueError("--env is required (or --resume to continue the run in --out)")
+    return TrainConfig(**given)
+
+
+def cmd_train(args) -> int:
+    from .agents.trainer import Trainer, evaluate_policy
+
+    cfg = train_config(args)
     print(f"{cfg.agent} on {cfg.env_id}: {cfg.iterations} iterations of {cfg.batch_size} crystals, T = {cfg.steps}; run directory {cfg.out}", file=sys.stderr)
     if not cfg.novelty_reference:
         print("novelty will be logged as nan: pass --reference with a CSV of known crystals (e.g. the prior's training file) to compute it", file=sys.stderr)
@@ -214,7 +227,10 @@ def cmd_train(args) -> int:
         out = trainer.run(resume=args.resume)
     except KeyboardInterrupt:
         done = trainer.iteration
-        print(f"\nlatticegym train: interrupted in iteration {done}; {args.out}/checkpoint.pt holds {done} finished iterations: add --resume to the same command to continue", file=sys.stderr)
+        if done == 0:
+            print("\nlatticegym train: interrupted before the first iteration finished; nothing was saved: run the command again (without --resume)", file=sys.stderr)
+            return 130
+        print(f"\nlatticegym train: interrupted in iteration {done}; {args.out}/checkpoint.pt holds {done} finished iterations: `latticegym train --out {args.out} --resume` continues", file=sys.stderr)
         return 130
     print(f"logs: {out / 'metrics.csv'}, {out / 'tensorboard'}; best crystals: {out / 'best.csv'}; every crystal: {out / 'evaluated.csv'}")
     print(f"fine-tuned policy: {out / 'policy.pt'} (latticegym sample --prior {out / 'policy.pt'} ...)")
@@ -232,15 +248,24 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from .benchmarks.runner import SweepConfig, run_suite
     from .agents.trainer import AGENTS
-    from .benchmarks.suites import VARIANTS, get_suite
+    from .benchmarks.suites import VARIANTS, BenchTask, Suite, get_suite
 
     agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
     unknown = set(agents) - set(AGENTS) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join([*AGENTS, *VARIANTS])}")
     data_dir = args.data if args.data else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
+    if args.tabulate and not Path(args.out).is_dir():
+        raise FileNotFoundError(f"--tabulate: {args.out} does not exist, so it holds no finished runs to tabulate")
+    if args.env:
+        settings = dict(budget=args.budget, batch_size=args.batch_size, steps=args.steps, policy_samples=args.policy_samples, hull_references=args.hull_references)
+        tasks = tuple(BenchTask(env, **settings) for env in args.env.split(","))
+        selector = f"--env {args.env} " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items()) + "".join(f" --plugin {p}" for p in args.plugin)
+        suite = Suite("custom", tasks, f"budget {args.budget}, batch {args.batch_size}, T={args.steps}", selector)
+    else:
+        suite = get_suite(args.suite)
     cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address, run=not args.tabulate)
-    results = run_suite(get_suite(args.suite), cfg)
+    results = run_suite(suite, cfg)
     out = Path(args.out)
     print((out / "results.md").read_text())
     print(f"{len(results)} runs; table: {out / 'results.csv'}, {out / 'results.md'}; plots: {out / 'learning_curves.png'}, {out / 'property_histograms.png'}, {out / 'gallery.png'}")
@@ -263,7 +288,8 @@ def _device(text: str) -> str:
 
 def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
     if device:
-        p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
+        p.add_argument("--device", type=_device, help="torch device: cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py", help="import this first: a module or file that registers tasks and rewards of your own (repeatable)")
     p.add_argument("--threads", type=POSITIVE, default=DEFAULT_THREADS, help="torch intra-op threads (default: %(default)s; more rarely helps these small models and collapses on a busy machine)")
     p.add_argument("-v", "--verbose", action="store_true", help="show library messages (model loading, reference energies)")
 
@@ -323,27 +349,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
-    p.add_argument("--env", required=True, help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`)")
-    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce", "active", "prior"], default="ppo", help="RL algorithm; 'active' evaluates only the samples a reward surrogate ranks best, 'prior' samples without updating, the floor (default: %(default)s)")
-    p.add_argument("--iterations", type=POSITIVE, default=30, help="RL iterations, one batch each (default: %(default)s)")
-    p.add_argument("--batch-size", type=POSITIVE, default=64, help="crystals sampled per iteration (default: %(default)s)")
-    p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
-    p.add_argument("--correctors", type=NON_NEGATIVE, default=0, help="Langevin corrector steps before each predictor step; episodes have steps x (1 + correctors) actions (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of sampling and updates (default: %(default)s)")
+    p.add_argument("--env", help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`), or LatticeGym/Custom-v0 with --prior and --reward")
+    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce", "active", "prior"], help="RL algorithm; 'active' evaluates only the samples a reward surrogate ranks best, 'prior' samples without updating, the floor (default: ppo)")
+    p.add_argument("--prior", help="fine-tune this prior instead of the task's: a shipped prior's name, a .pt file, or a `pretrain` or `train` run directory")
+    p.add_argument("--reward", help="LatticeGym/Custom-v0's reward: a registered name, module:attr naming a factory, or a YAML/JSON reward config")
+    p.add_argument("--iterations", type=POSITIVE, help="RL iterations, one batch each (default: 30)")
+    p.add_argument("--batch-size", type=POSITIVE, help="crystals sampled per iteration (default: 64)")
+    p.add_argument("--steps", type=POSITIVE, help="reverse-diffusion steps T (default: 100)")
+    p.add_argument("--correctors", type=NON_NEGATIVE, help="Langevin corrector steps before each predictor step; episodes have steps x (1 + correctors) actions (default: 0)")
+    p.add_argument("--seed", type=int, help="seed of sampling and updates (default: 0)")
     p.add_argument("--out", required=True, help="run directory: metrics.csv, tensorboard/, best.csv, evaluated.csv, checkpoint.pt, policy.pt")
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly (--iterations may be raised)")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly with its settings; an option given must match them (--iterations may be raised)")
     p.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"], help="also log to Weights & Biases (default mode: offline)")
     p.add_argument("--reference", help="CSV(.gz) of known crystals for novelty; the prior's own file means its training split (without it novelty is not computed)")
-    p.add_argument("--diversity", choices=["default", "none", "composition", "structure"], default="default", help="diversity filter on the reward (default: the agent's recipe)")
+    p.add_argument("--diversity", choices=["default", "none", "composition", "structure"], help="diversity filter on the reward (default: the agent's recipe)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option, parsed with the option's type, e.g. --set lr=1e-5 --set kl_coef=0.02")
     p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address (default: in this process)")
-    p.add_argument("--rollout-workers", type=NON_NEGATIVE, default=0, help="Ray actors that sample the batch in parallel, each with a copy of the policy (default: %(default)s)")
+    p.add_argument("--rollout-workers", type=NON_NEGATIVE, help="Ray actors that sample the batch in parallel, each with a copy of the policy (default: 0)")
     p.add_argument("--evaluate", type=NON_NEGATIVE, default=0, metavar="N", help="also score N fresh samples of the prior before and the policy after (default: %(default)s, off)")
     _common(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="run a task suite for several agents and seeds; tables and plots (resumes an interrupted sweep)")
     p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard (default: %(default)s)")
+    p.add_argument("--env", help="instead of a suite, these task ids (comma-separated), e.g. one you registered with --plugin")
+    p.add_argument("--budget", type=POSITIVE, default=1024, help="with --env: property evaluations per run (default: %(default)s)")
+    p.add_argument("--batch-size", type=POSITIVE, default=64, help="with --env: crystals per iteration (default: %(default)s)")
+    p.add_argument("--steps", type=POSITIVE, default=100, help="with --env: reverse-diffusion steps T (default: %(default)s)")
+    p.add_argument("--hull-references", type=POSITIVE, default=200, help="with --env: training crystals in the SUN hull (default: %(default)s)")
+    p.add_argument("--policy-samples", type=POSITIVE, default=128, help="with --env: fresh samples of each final policy scored apart from the budget (default: %(default)s)")
     p.add_argument("--agents", default="prior,ppo,rwkl,reinforce,active", help="comma-separated; 'prior' is the no-update floor, 'active-random' the active agent with random selection, 'rwkl-tuned' MatInvent's update with our tuned settings (default: %(default)s)")
     p.add_argument("--seeds", type=POSITIVE, default=3, help="seeds per task and agent (default: %(default)s)")
     p.add_argument("--out", required=True, help="sweep directory: runs/, results.csv, results.md, plots")
@@ -361,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     set_threads(getattr(args, "threads", DEFAULT_THREADS))
     quiet_libraries(verbose=getattr(args, "verbose", False))
+    if getattr(args, "device", "cpu") is None and args.command != "train":  # train takes a resumed run's device
+        args.device = "cpu"
     try:
+        load_plugins(args.plugin)
         return args.func(args)
     except KeyboardInterrupt:
         out = getattr(args, "out", None)

@@ -15,9 +15,15 @@ Limits:
 - SB3's entropy bonus gets `None` (the step's std is fixed by the noise schedule), so SB3 uses
   -mean(log_prob) as the entropy estimate; leave ent_coef at 0.
 - `get_distribution` is not available: SB3's Distribution classes cannot hold a wrapped Gaussian.
+- `deterministic=True` (the default of SB3's `evaluate_policy` and `predict`) samples, with a
+  warning: following each step's mean is not a sample of the model, and the cells it ends in
+  collapse (a degenerate cell scores 0), which would read as if training had broken the policy.
+  Seed the env for repeatable evaluations.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -29,6 +35,11 @@ except ImportError:
 from ..envs.denoising import ACTION_FIELDS
 from ..policies import DiffusionPolicy, DiffusionState, load_prior
 
+DETERMINISTIC = (
+    "deterministic=True samples the denoising step anyway: the step means are not a sample of the model and "
+    "their cells collapse; evaluate a diffusion policy by its samples (seed the env to repeat them)"
+)
+
 
 class DiffusionActorCriticPolicy(MultiInputActorCriticPolicy):
     """A Stable-Baselines3 actor-critic whose action distribution is the diffusion policy's reverse step.
@@ -39,6 +50,7 @@ class DiffusionActorCriticPolicy(MultiInputActorCriticPolicy):
     def __init__(self, observation_space, action_space, lr_schedule, prior: str = "perov_5", **kwargs):
         kwargs.setdefault("ortho_init", False)  # would re-initialise the pretrained weights otherwise
         self.prior_name = prior
+        self._warned = False
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build(self, lr_schedule) -> None:
@@ -68,10 +80,10 @@ class DiffusionActorCriticPolicy(MultiInputActorCriticPolicy):
     def _act(self, obs, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
         state, k = self._state_and_step(obs)
         dist = self.diffusion.step_distribution(state, k)
-        if deterministic:
-            action = DiffusionState(dist.types_mean, dist.frac_mean, dist.lattice_mean, state.mask)
-        else:
-            action = dist.sample()
+        if deterministic and not self._warned:
+            warnings.warn(DETERMINISTIC, stacklevel=2)
+            self._warned = True
+        action = dist.sample()
         return self._flat(action), dist.log_prob(action)
 
     def forward(self, obs, deterministic: bool = False):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,8 +22,9 @@ from tqdm import tqdm
 
 from ..benchmarks.metrics import unique_novel
 from ..crystal import MatchIndex, structure_to_cif, validity
-from ..envs.denoising import CrystalDenoisingVectorEnv
-from ..envs.tasks import Task, get_task
+from ..envs.denoising import CrystalDenoisingVectorEnv, check_chemistry
+from ..envs.registration import CUSTOM_ID, load_plugins
+from ..envs.tasks import FULL_REWARD, Task, get_task
 from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, restore_generator, same_content, to_plain
 from ..policies import DiffusionPolicy, load_prior, save_policy
 from ..policies.pretrain import training_data
@@ -71,6 +73,10 @@ class TrainConfig:
         ray_address: evaluate costly properties on Ray actors ("local", "auto" or an address).
         ray_workers: actors per costly property source (default: one per CPU).
         rollout_workers: Ray actors sampling the batch in parallel (0: in this process).
+        prior: fine-tune this prior instead of the task's: a shipped prior's name, a checkpoint, or a
+            `latticegym pretrain` or `train` run directory; required for `LatticeGym/Custom-v0`.
+        reward: the reward of `LatticeGym/Custom-v0`: a registered name, "module:attr" or a YAML/JSON config.
+        plugins: modules or .py files imported first, which register tasks and rewards of your own.
     """
 
     env_id: str
@@ -91,10 +97,20 @@ class TrainConfig:
     ray_address: str | None = None  # evaluate costly properties on Ray actors: "local", "auto" or a cluster address
     ray_workers: int | None = None  # actors per costly property source (default: one per CPU)
     rollout_workers: int = 0  # Ray actors sampling the batch in parallel (0: sample in this process)
+    prior: str | None = None  # a prior name, checkpoint or run directory instead of the task's
+    reward: str | None = None  # LatticeGym/Custom-v0 only: a reward name, "module:attr" or YAML/JSON config
+    plugins: tuple[str, ...] = ()  # modules or .py files that register tasks and rewards
 
     def __post_init__(self):
-        if not self.env_id.endswith("Custom-v0"):
+        self.plugins = tuple(self.plugins)
+        load_plugins(self.plugins)
+        if self.env_id.endswith("Custom-v0"):
+            if not (self.prior and self.reward):
+                raise ValueError(f"{CUSTOM_ID} needs a prior and a reward (--prior, --reward), or register a task: latticegym.register_task")
+        else:
             self.env_id = get_task(self.env_id).env_id  # accepts a bare task name too
+            if self.reward:
+                raise ValueError(f"--reward is for {CUSTOM_ID}; {self.env_id} has its own (register a task to name another)")
         check_ranges(self, at_least_one=("iterations", "batch_size", "steps", "best_size"), non_negative=("kl_crystals", "rollout_workers", "correctors"))
         if self.ray_workers is not None:
             check_ranges(self, at_least_one=("ray_workers",))
@@ -106,6 +122,33 @@ def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, optio
         raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
     cls, config_cls = AGENTS[name]
     return cls(policy, prior, config_cls(**parse_options(config_cls, options or {}, f"agent {name!r}")), seed=seed)
+
+
+def run_task(cfg: TrainConfig) -> Task:
+    """The task a run trains on: the registered one (with `cfg.prior` if given), or for Custom-v0 one made of `cfg.prior` and `cfg.reward`."""
+    if cfg.env_id == CUSTOM_ID:
+        return Task("Custom", cfg.prior, cfg.reward, "your reward at its maximum", "yours", FULL_REWARD)
+    task = get_task(cfg.env_id)
+    return replace(task, prior=cfg.prior) if cfg.prior else task
+
+
+def saved_config(out: str | Path) -> dict:
+    """The settings a run in `out` was started with, from its checkpoint (what `--resume` continues)."""
+    path = Path(out) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+    return from_plain(load_checkpoint(path))["config"]
+
+
+def _warn_costs(task: Task, cfg: TrainConfig) -> None:
+    if task.experimental:
+        warnings.warn(f"{task.name} is experimental: {task.experimental}", stacklevel=3)
+    if cfg.agent == "rwkl" and cfg.device == "cpu" and int(cfg.agent_options.get("timesteps", RWKLConfig.timesteps)) >= 500:
+        warnings.warn(
+            "rwkl runs MatInvent's released update: 3 epochs over 1000 timesteps per iteration, minutes per iteration on a CPU; "
+            "--set timesteps=100 for a quick look (not the released pipeline)",
+            stacklevel=3,
+        )
 
 
 class TimedReward:
@@ -144,14 +187,14 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.task: Task | None = get_task(cfg.env_id) if not cfg.env_id.endswith("Custom-v0") else None
-        if self.task is None:
-            raise ValueError("training needs a registered task id (LatticeGym/<Task>-v0); see `latticegym envs`")
+        self.task = run_task(cfg)
         self.policy = load_prior(self.task.prior, num_steps=cfg.steps, device=cfg.device)
         self.policy.set_num_steps(cfg.steps, cfg.correctors)
         self.prior = self.policy.frozen_copy()
         self.agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
         self.reward = _with_diversity(self.task.make_reward(), cfg.diversity, self.agent.default_diversity)
+        check_chemistry(self.prior, self.reward)  # the env warns when the prior is not the task's own
+        _warn_costs(self.task, cfg)
         self.workers = None
         if cfg.ray_address or cfg.rollout_workers:
             from ..rewards.parallel import connect, distribute
@@ -174,7 +217,13 @@ class Trainer:
                 num_envs=cfg.batch_size * self.agent.oversample, prior=self.prior, reward=unscored, num_steps=cfg.steps, correctors=cfg.correctors
             )
         self.env: CrystalDenoisingVectorEnv = gym.make_vec(
-            cfg.env_id, num_envs=cfg.batch_size, vectorization_mode="vector_entry_point", prior=self.prior, reward=self.timed, num_steps=cfg.steps
+            cfg.env_id,
+            num_envs=cfg.batch_size,
+            vectorization_mode="vector_entry_point",
+            prior=self.prior,
+            reward=self.timed,
+            num_steps=cfg.steps,
+            success=self.task.success,
         ).unwrapped
         self.generator = torch.Generator(device=self.policy.device).manual_seed(cfg.seed)
         self.novelty = MatchIndex(self._reference(cfg.novelty_reference)) if cfg.novelty_reference else None
@@ -213,7 +262,7 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         state = from_plain(load_checkpoint(path))
-        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb", "ray_address", "ray_workers")}
+        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb", "ray_address", "ray_workers", "plugins")}
         ours = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         diff = {k: (saved[k], ours[k]) for k in saved if saved[k] != ours[k]}
         if "novelty_reference" in diff and same_content(*diff["novelty_reference"]):

@@ -158,7 +158,7 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
             missing.append(f"{task.task.name}/{label}/seed{seed}")
     results = pd.DataFrame(rows)
     results.to_csv(out / "results.csv", index=False)
-    command = f"latticegym bench --suite {suite.name} --agents {','.join(cfg.agents)} --seeds {cfg.seeds} --out {cfg.out}"
+    command = f"latticegym bench {suite.selector or '--suite ' + suite.name} --agents {','.join(cfg.agents)} --seeds {cfg.seeds} --out {cfg.out}"
     (out / "results.md").write_text(results_markdown(results, suite, missing, command))
     make_all(out)
     (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))

@@ -51,6 +51,7 @@ class Suite:
     name: str
     tasks: tuple[BenchTask, ...]
     description: str = ""
+    selector: str = ""  # the `latticegym bench` options that pick it (default: --suite NAME)
 
 
 # Agent labels that a sweep can name besides the agents themselves: (agent, options).

@@ -7,6 +7,8 @@ Reward: 0 until t reaches 0; then the final crystal is decoded and scored.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -15,10 +17,14 @@ import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+from pymatgen.core import Element
 
 from ..policies import DiffusionPolicy, DiffusionState, load_prior
+from ..policies.checkpoint import available_priors
+from ..rewards.composite import CompositeReward
 from ..rewards.base import Reward, RewardResult
-from .tasks import Task, get_task
+from ..rewards.registry import resolve as resolve_reward
+from .tasks import FULL_REWARD, Task, check_success, get_task, meets
 
 ACTION_FIELDS = ("types", "frac", "lattice")
 # Finite, so spaces are check_env-clean and SB3 can clip to them, yet far beyond any denoising step
@@ -144,15 +150,31 @@ def _resolve(task: str | Task | None, prior, reward, num_steps, device, correcto
         prior = task.prior
     if reward is None:
         if task is None:
-            raise ValueError("give a reward: any callable taking a list of Structures and returning a RewardResult")
+            raise ValueError("give a reward: a registered name, 'module:attr', a YAML file, or a callable taking a list of Structures")
         reward = task.make_reward()
+    elif isinstance(reward, (str, Path)):
+        reward = resolve_reward(reward)
     if not callable(reward):
-        raise TypeError(f"reward must be callable on a list of Structures, got {type(reward).__name__}")
+        raise TypeError(f"reward must be a registered name, 'module:attr', a YAML file or callable on a list of Structures, got {type(reward).__name__}")
     if num_steps is None:  # a given policy keeps its own respacing; otherwise the task's
         num_steps = prior.num_steps if isinstance(prior, DiffusionPolicy) else (task.num_steps if task else 100)
     policy = prior if isinstance(prior, DiffusionPolicy) else load_prior(prior, num_steps=num_steps, device=device)
     policy.set_num_steps(num_steps, correctors)  # correctors None: the policy's own (0 for a loaded prior)
+    check_chemistry(policy, reward, task.prior if task else None)
     return task, policy, reward, num_steps
+
+
+def check_chemistry(policy: DiffusionPolicy, reward, task_prior: str | None = None) -> None:
+    """Refuse a prior whose elements can never pass the reward's chemistry guards; warn when it is not the task's own."""
+    elements = {Element.from_Z(z).symbol for z in policy.spec.elements}
+    name = policy.spec.name or "this prior"
+    guards = reward.guards if isinstance(reward, CompositeReward) else None
+    if guards is not None and guards.anions and not elements & set(guards.anions[0]):
+        raise ValueError(f"{name} generates none of the anions {', '.join(guards.anions[0])} that this task's guards require (its elements: {', '.join(sorted(elements))})")
+    if guards is not None and (guards.min_elements or 0) > len(elements):
+        raise ValueError(f"{name} knows {len(elements)} element(s) ({', '.join(sorted(elements))}); this task's guards need at least {guards.min_elements}")
+    if task_prior and policy.spec.name and Path(task_prior).name != policy.spec.name and task_prior in available_priors():
+        warnings.warn(f"fine-tuning {policy.spec.name} on a task made for {task_prior}: the guards and targets come from {task_prior}'s chemistry", stacklevel=3)
 
 
 def _check_count(name: str, value, low: int, optional: bool = True) -> None:
@@ -166,11 +188,12 @@ def _check_count(name: str, value, low: int, optional: bool = True) -> None:
 class _Denoising:
     """The lockstep core shared by the single and the vector env."""
 
-    def _setup(self, task, prior, reward, num_steps, device, num_envs: int, correctors: int | None = None) -> None:
+    def _setup(self, task, prior, reward, num_steps, device, num_envs: int, correctors: int | None = None, success=None) -> None:
         _check_count("num_envs", num_envs, 1, optional=False)
         _check_count("num_steps", num_steps, 1)
         _check_count("correctors", correctors, 0)
         self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device, correctors)
+        self.success = check_success(success) if success is not None else (self.task.success if self.task else FULL_REWARD)
         self.episode_length = self.policy.episode_length
         self.prior = PriorAgent(self.policy)
         self.batch = num_envs
@@ -210,9 +233,7 @@ class _Denoising:
             result = self.reward(structures)
             rewards = np.asarray(result.values, dtype=float)
             for i, s in enumerate(structures):
-                infos[i] = {"structure": s, **result.info(i)}
-                if self.task is not None:
-                    infos[i]["success"] = self.task.is_success(result, i)
+                infos[i] = {"structure": s, **result.info(i), "success": meets(self.success, result, i)}
             self.last_result, self.last_structures = result, structures
         terminated = np.full(self.batch, self.t == 0)
         return state_to_obs(self.state, self.t), rewards, terminated, infos
@@ -248,8 +269,8 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
             reward and T. Optional when `prior` and `reward` are given (`LatticeGym/Custom-v0`).
         prior: a shipped prior name ("perov_5", "carbon_24"), a checkpoint path or a
             `DiffusionPolicy`; it samples x_T, decodes crystals and powers `env.unwrapped.prior.act`.
-        reward: any callable taking a list of pymatgen Structures and returning a `RewardResult`
-            (default: the task's reward).
+        reward: a registered reward name, "module:attr", a YAML/JSON reward config, or any callable
+            taking a list of pymatgen Structures and returning a `RewardResult` (default: the task's reward).
         num_steps: reverse-diffusion steps T per episode (default: the task's, or the given
             policy's own respacing).
         render_mode: None or "ansi" (a text line per crystal: step, formula, lattice).
@@ -258,6 +279,8 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
             policy's own, else 0). An episode then has T(1 + C) actions, and `t` counts them down:
             `env.unwrapped.policy.phase(t)` says whether the next action is a corrector step,
             which moves only the coordinates (types and lattice must be passed back unchanged).
+        success: (property or "reward", "<=" | ">=" | "in", value) conditions behind `info["success"]`
+            (default: the task's; without a task, the reward at its maximum, 1).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -266,13 +289,14 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
         self,
         task: str | Task | None = None,
         prior: str | DiffusionPolicy | None = None,
-        reward: Reward | None = None,
+        reward: Reward | str | None = None,
         num_steps: int | None = None,
         render_mode: str | None = None,
         device: str = "cpu",
         correctors: int | None = None,
+        success: tuple | None = None,
     ):
-        self._setup(task, prior, reward, num_steps, device, num_envs=1, correctors=correctors)
+        self._setup(task, prior, reward, num_steps, device, num_envs=1, correctors=correctors, success=success)
         self.observation_space, self.action_space = single_spaces(self.policy, self.episode_length)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
@@ -313,6 +337,7 @@ class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
         render_mode: None or "ansi" (one text line per crystal).
         device: torch device of the policy.
         correctors: as for `CrystalDenoisingEnv`.
+        success: as for `CrystalDenoisingEnv`.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -322,13 +347,14 @@ class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
         num_envs: int = 8,
         task: str | Task | None = None,
         prior: str | DiffusionPolicy | None = None,
-        reward: Reward | None = None,
+        reward: Reward | str | None = None,
         num_steps: int | None = None,
         render_mode: str | None = None,
         device: str = "cpu",
         correctors: int | None = None,
+        success: tuple | None = None,
     ):
-        self._setup(task, prior, reward, num_steps, device, num_envs=num_envs, correctors=correctors)
+        self._setup(task, prior, reward, num_steps, device, num_envs=num_envs, correctors=correctors, success=success)
         self.num_envs = num_envs
         self.single_observation_space, self.single_action_space = single_spaces(self.policy, self.episode_length)
         self.observation_space = batch_space(self.single_observation_space, num_envs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -31,11 +31,11 @@ class Task:
 
     Attributes:
         name: the id's middle part (`LatticeGym/<name>-v0`).
-        prior: the shipped prior it fine-tunes.
-        reward: a registered reward name.
+        prior: the prior it fine-tunes: a shipped prior's name, a checkpoint or a run directory.
+        reward: a registered reward name, "module:attr" naming a factory, a YAML/JSON reward config, or a factory.
         target: the goal, for humans.
         cost: what one evaluation costs ("cheap", "MLIP single-point", "MLIP relaxation").
-        success: (property, "<=" | ">=" | "in", value) conditions that must all hold.
+        success: (property, "<=" | ">=" | "in", value) conditions that must all hold; "reward" names the reward itself.
         reward_kwargs: arguments of the reward factory.
         num_steps: default T.
         experimental: why the task is not yet a benchmark ("" when it is); such tasks stay out of the standard suite.
@@ -43,10 +43,10 @@ class Task:
 
     name: str
     prior: str
-    reward: str  # a registered reward name (latticegym.rewards.registry)
+    reward: str | Callable  # anything `latticegym.rewards.registry.resolve` takes: a name, "module:attr", a YAML file, a factory
     target: str  # for humans
     cost: str
-    success: tuple[tuple[str, str, Any], ...]  # (property, "<=" | ">=" | "in", value); all must hold
+    success: tuple[tuple[str, str, Any], ...]  # (property or "reward", "<=" | ">=" | "in", value); all must hold
     reward_kwargs: dict = field(default_factory=dict)
     num_steps: int = 100
     experimental: str = ""  # why its successes are not yet evidence (shown by `latticegym envs`); "" for a benchmark task
@@ -57,25 +57,46 @@ class Task:
 
     def make_reward(self):
         """A fresh instance of the task's reward."""
-        from ..rewards.registry import make
+        from ..rewards.registry import resolve
 
-        return make(self.reward, **self.reward_kwargs)
+        return resolve(self.reward, **self.reward_kwargs)
 
     def is_success(self, result, i: int) -> bool:
         """Whether crystal `i` of a RewardResult was scored and meets every success condition."""
-        if not result.ok[i]:
+        return meets(self.success, result, i)
+
+
+# A task of your own without success conditions succeeds where its reward is at its maximum (rewards shaped to [0, 1]).
+FULL_REWARD = (("reward", ">=", 1.0),)
+OPERATORS = ("<=", ">=", "in")
+
+
+def meets(success: tuple[tuple[str, str, Any], ...], result, i: int) -> bool:
+    """Whether crystal `i` of a RewardResult was scored and meets every (property or "reward", op, value) condition."""
+    if not result.ok[i]:
+        return False
+    for prop, op, value in success:
+        x = float(result.values[i] if prop == "reward" else result.properties[prop][i])
+        if not np.isfinite(x):
             return False
-        for prop, op, value in self.success:
-            x = float(result.properties[prop][i])
-            if not np.isfinite(x):
-                return False
-            if op == "<=" and not x <= value:
-                return False
-            if op == ">=" and not x >= value:
-                return False
-            if op == "in" and not value[0] <= x <= value[1]:
-                return False
-        return True
+        if op == "<=" and not x <= value:
+            return False
+        if op == ">=" and not x >= value:
+            return False
+        if op == "in" and not value[0] <= x <= value[1]:
+            return False
+    return True
+
+
+def check_success(success) -> tuple[tuple[str, str, Any], ...]:
+    """`success` as a tuple of conditions, or a ValueError that says which one is malformed."""
+    conditions = tuple(tuple(c) for c in success)
+    for c in conditions:
+        if len(c) != 3 or not isinstance(c[0], str) or c[1] not in OPERATORS:
+            raise ValueError(f"a success condition is (property, one of {OPERATORS}, value), got {c!r}")
+        if c[1] == "in" and (not isinstance(c[2], (tuple, list)) or len(c[2]) != 2):
+            raise ValueError(f"success condition {c!r}: 'in' takes (low, high)")
+    return conditions
 
 
 TASKS = {
@@ -116,6 +137,45 @@ TASKS = {
         Task("CarbonBulkModulus", "carbon_24", "bulk_modulus", "CHGNet bulk modulus >= 400 GPa (superhard)", COST_RELAXATION, (("bulk_modulus", ">=", 400.0),), ONE_ELEMENT, experimental=WEAK_CARBON_PRIOR),
     ]
 }
+
+
+def register_task(
+    name: str,
+    prior: str,
+    reward: str | Callable,
+    success: Sequence[tuple] = FULL_REWARD,
+    target: str = "",
+    reward_kwargs: dict | None = None,
+    num_steps: int = 100,
+    experimental: str = "",
+    overwrite: bool = False,
+) -> Task:
+    """Register a task of your own as `LatticeGym/<name>-v0`, for `gymnasium.make`, `latticegym train` and `bench`.
+
+    Args:
+        name: the id's middle part; letters, digits and underscores.
+        prior: the prior to fine-tune: a shipped prior's name, a checkpoint or a run directory.
+        reward: a registered reward name, "module:attr" naming a factory, a YAML/JSON reward config,
+            or a factory (called with `reward_kwargs` for each env and run, so state is never shared).
+        success: (property or "reward", "<=" | ">=" | "in", value) conditions that must all hold
+            (default: the reward at its maximum, 1).
+        target: the goal in words, for `latticegym envs` and the bench table.
+        reward_kwargs: the factory's keyword arguments.
+        num_steps: default T.
+        experimental: why its successes are not yet evidence ("" for none).
+        overwrite: replace a task of the same name.
+    """
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"a task name is letters, digits and underscores, got {name!r}")
+    if name in TASKS and not overwrite:
+        raise ValueError(f"a task named {name!r} is already registered; pass overwrite=True to replace it")
+    conditions = check_success(success)
+    task = Task(name, prior, reward, target or " and ".join(f"{p} {op} {v}" for p, op, v in conditions), "yours", conditions, reward_kwargs or {}, num_steps, experimental)
+    TASKS[name] = task
+    from .registration import register_envs
+
+    register_envs(overwrite=task.env_id)
+    return task
 
 
 def get_task(name: str) -> Task:

@@ -48,7 +48,20 @@ def policy_from_payload(payload: dict, num_steps: int = 100, device="cpu", sourc
     bad = non_finite(payload["state_dict"])
     if bad:
         raise CheckpointError(f"{source} has non-finite weights (NaN or inf) in {len(bad)} tensors, e.g. {bad[0]}; it cannot be sampled")
-    return policy.to(device).eval()
+    return policy.to(check_device(device)).eval()
+
+
+def check_device(device) -> str:
+    """`device` if torch can use it here, else a ValueError that lists the devices there are."""
+    import torch
+
+    name = str(device)
+    try:
+        torch.empty(0, device=name)
+    except (RuntimeError, AssertionError) as exc:
+        available = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        raise ValueError(f"device {name!r} is not available here ({type(exc).__name__}: {str(exc).splitlines()[0]}); devices: {', '.join(available)}") from None
+    return name
 
 
 def load_policy(path: str | Path, num_steps: int = 100, device="cpu") -> DiffusionPolicy:

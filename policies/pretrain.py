@@ -174,6 +174,8 @@ def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
         raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
     if resume and not state_path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {state_path}; drop --resume to start a new run there")
+    if not resume and any((out / name).exists() for name in ("last.pt", "prior.pt")):
+        raise FileExistsError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
     saved = load_checkpoint(state_path) if resume else None
     if saved is not None:
         changed = {k: (saved["config"].get(k), v) for k, v in asdict(cfg).items() if k not in RESUMABLE and saved["config"].get(k) != v}

@@ -1,7 +1,13 @@
-"""Named rewards: `register(name, factory)`, the `latticegym.rewards` entry-point group, and dict/YAML configs."""
+"""Named rewards: `register(name, factory)`, the `latticegym.rewards` entry-point group, and dict/YAML configs.
+
+`resolve` turns anything a user may pass as a reward into one: a registered name, "module:attr",
+a YAML/JSON config file, a factory, or a reward object.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
@@ -37,8 +43,7 @@ def _resolve(name: str) -> Callable[..., Reward]:
             raise KeyError(f"no reward named {name!r}; available: {', '.join(available())}")
         factory = ep.load()
     elif isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(__import__(module, fromlist=[attr]), attr)
+        factory = _import(factory)
     _FACTORIES[name] = factory
     return factory
 
@@ -67,3 +72,43 @@ def from_config(config: dict | str | Path) -> Reward:
     from .library import build_composite
 
     return build_composite(**config)
+
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _import(spec: str) -> Callable[..., Reward]:
+    module, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"reward {spec!r}: cannot import {attr!r} from module {module!r}: {exc}") from exc
+
+
+def resolve(spec: str | Path | Callable, **kwargs: Any) -> Reward:
+    """A reward from whatever names one.
+
+    Args:
+        spec: a registered name ("low_hhi"), "module:attr" naming a factory, a YAML/JSON config
+            file (`from_config`), a factory (a function or class, called with `kwargs`), or a
+            reward object (used as it is; it takes no `kwargs`).
+        **kwargs: the factory's keyword arguments.
+    """
+    if isinstance(spec, (str, Path)):
+        text = str(spec)
+        if text.endswith(CONFIG_SUFFIXES):
+            if kwargs:
+                raise ValueError(f"reward {text!r} is a config file; put its settings in the file, not {sorted(kwargs)}")
+            if not Path(text).is_file():
+                raise FileNotFoundError(f"reward config {text!r} does not exist")
+            return from_config(text)
+        if ":" in text:
+            return _import(text)(**kwargs)
+        return make(text, **kwargs)
+    if inspect.isclass(spec) or inspect.isfunction(spec) or inspect.ismethod(spec):
+        return spec(**kwargs)
+    if callable(spec):
+        if kwargs:
+            raise ValueError(f"reward {spec!r} is already built; it takes no settings {sorted(kwargs)}")
+        return spec
+    raise TypeError(f"a reward is a registered name, 'module:attr', a YAML/JSON file, a factory or a callable on Structures; got {type(spec).__name__}")

@@ -116,7 +116,7 @@ def test_ucb_picks_what_the_surrogate_ranks_best_and_random_does_not(prior):
     assert truth[pick_ucb].mean() > np.quantile(truth, 0.6)
 
 
-TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", agent="active", iterations=4, batch_size=6, steps=4, seed=0, agent_options={"oversample": 3, "min_train": 6})
+TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", agent="active", iterations=4, batch_size=6, steps=10, seed=0, agent_options={"oversample": 3, "min_train": 6})
 
 
 def test_only_evaluated_crystals_are_counted_scored_and_recorded(tmp_path):

@@ -16,11 +16,9 @@ OVERRIDES = {"state_dict", "load_state_dict", "compute", "read", "set_guard", "u
 
 
 def _api_search_path() -> Path:
-    link = ROOT / "build" / "apidocs" / "latticegym"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to(Path("..", ".."))
-    return link.parent
+    """build/apidocs, holding latticegym/ with links to the package's modules only (`make apidocs`)."""
+    subprocess.run(["make", "--no-print-directory", "apidocs"], cwd=ROOT, check=True, capture_output=True)
+    return ROOT / "build" / "apidocs"
 
 
 def test_api_reference_builds_strictly(tmp_path):
@@ -80,3 +78,16 @@ def test_readme_snippet_runs_as_written(index, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, f"snippet {index}:\n{code}\n--- stderr:\n{done.stderr[-3000:]}"
+
+
+def test_check_demo_compares_the_demo_output_with_the_readme(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import check_demo
+
+    published = check_demo.table((ROOT / "README.md").read_text())
+    assert [row.split()[0] for row in published] == ["prior", "fine-tuned"]
+    printed = "...\n256 fresh samples each, task reward without diversity filter:\n" + "\n".join(published) + "\n"
+    (tmp_path / "same.txt").write_text(printed)
+    (tmp_path / "drifted.txt").write_text(printed.replace(published[1].split()[1], "0.999"))
+    assert check_demo.main(str(tmp_path / "same.txt"), str(ROOT / "README.md")) == 0
+    assert check_demo.main(str(tmp_path / "drifted.txt"), str(ROOT / "README.md")) == 1

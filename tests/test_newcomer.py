@@ -51,7 +51,7 @@ def test_render_without_a_mode_says_why():
 
 
 def test_model_chatter_is_hidden_unless_verbose_and_missing_novelty_is_explained(tmp_path):
-    args = ["train", "--env", "LatticeGym/PerovskiteFormationEnergy-v0", "--iterations", "1", "--batch-size", "2", "--steps", "2"]
+    args = ["train", "--env", "LatticeGym/PerovskiteFormationEnergy-v0", "--iterations", "1", "--batch-size", "4", "--steps", "10"]
     quiet = subprocess.run([sys.executable, "-m", "latticegym.cli", *args, "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0, quiet.stderr
     assert "initialized with" not in quiet.stdout + quiet.stderr and "CHGNet will run" not in quiet.stdout + quiet.stderr

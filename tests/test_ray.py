@@ -133,7 +133,7 @@ def test_training_with_rollout_workers_and_ray_rewards(cluster, tmp_path):
 
     from latticegym.agents.trainer import TrainConfig, Trainer
 
-    cfg = TrainConfig(env_id="LatticeGym/PerovskiteFormationEnergy-v0", iterations=2, batch_size=6, steps=4, out=str(tmp_path), rollout_workers=1, ray_address="local")
+    cfg = TrainConfig(env_id="LatticeGym/PerovskiteFormationEnergy-v0", iterations=2, batch_size=6, steps=10, out=str(tmp_path), rollout_workers=1, ray_address="local")
     Trainer(cfg).run(progress=False)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics.iteration) == [0, 1] and metrics.evaluations.iloc[-1] <= 12 and metrics.ok_rate.min() > 0

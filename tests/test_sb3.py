@@ -50,3 +50,17 @@ def test_flatten_action_rejects_a_wrong_shape():
 def test_a_mismatched_prior_is_a_clear_error():
     with pytest.raises(ValueError, match="prior 'carbon_24' has N_max=24"):
         PPO(DiffusionActorCriticPolicy, make_env(), policy_kwargs={"prior": "carbon_24"})
+
+
+def test_deterministic_evaluation_samples_with_a_warning():
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    env = make_env()
+    model = PPO(DiffusionActorCriticPolicy, env, n_steps=8, batch_size=8, seed=0)
+    obs, _ = env.reset(seed=0)
+    with pytest.warns(UserWarning, match="deterministic=True samples"):
+        first, _ = model.predict(obs, deterministic=True)
+    second, _ = model.predict(obs, deterministic=True)
+    assert not np.allclose(first, second)  # samples, not the step mean
+    rewards, lengths = evaluate_policy(model, env, n_eval_episodes=2, return_episode_rewards=True)
+    assert lengths == [4, 4] and all(np.isfinite(rewards))

@@ -18,7 +18,7 @@ from latticegym.rewards.filters import DiversityFilter
 from latticegym.rewards.properties import HHI
 
 REQUIRED = ["iteration", "evaluations", "reward_mean", "reward_max", "success_rate", "validity", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update"]
-TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", iterations=2, batch_size=6, steps=4, seed=0)
+TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", iterations=2, batch_size=6, steps=10, seed=0)
 
 
 def test_a_run_writes_metrics_best_evaluated_and_tensorboard(tmp_path):

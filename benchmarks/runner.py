@@ -144,7 +144,14 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     out = Path(cfg.out)
     rows = []
     jobs = [(task, agent, seed) for task in suite.tasks for agent in cfg.agents for seed in range(cfg.seeds)]
-    bar = tqdm(jobs if cfg.run else [], desc=f"suite {suite.name}", unit="run", disable=not progress)
+    todo = [job for job in jobs if finished_summary(_run_dir(out, *job)) is None] if cfg.run else []
+    if todo and progress:
+        print(
+            f"suite {suite.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished, {len(todo)} to go; the time left shows once one finishes "
+            "(on 2 CPU cores a standard-suite run took minutes, MatInvent's update up to 75 minutes: docs/standard_suite/results.md, t_* columns)",
+            file=sys.stderr,
+        )
+    bar = tqdm(todo, desc=f"suite {suite.name}", unit="run", disable=not progress)
     sun_by_task: dict[str, SUNRate] = {}
     for task, label, seed in bar:
         agent, options = resolve_agent(label, task)

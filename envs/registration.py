@@ -30,11 +30,17 @@ def env_ids() -> list[str]:
     return [t.env_id for t in TASKS.values()] + [CUSTOM_ID]
 
 
+TASK_FILE_KEYS = {"name", "prior", "reward", "success", "target", "reward_kwargs", "num_steps", "experimental"}
+
+
 def load_plugins(plugins) -> None:
-    """Import each module name or .py file of `plugins`, so the tasks and rewards it registers exist here."""
+    """Make the tasks and rewards of `plugins` exist here: import each module name or .py file, or register
+    each YAML task file (the arguments of `register_task`; `reward` may be a reward config inline)."""
     for plugin in plugins:
         path = Path(plugin)
-        if plugin.endswith(".py"):
+        if plugin.endswith((".yaml", ".yml")):
+            register_task_file(path)
+        elif plugin.endswith(".py"):
             if not path.is_file():
                 raise FileNotFoundError(f"plugin {plugin!r} does not exist")
             name = f"latticegym_plugin_{path.stem}"
@@ -46,3 +52,17 @@ def load_plugins(plugins) -> None:
             spec.loader.exec_module(module)
         else:
             importlib.import_module(plugin)
+
+
+def register_task_file(path: Path) -> None:
+    """Register the task a YAML file describes (see `load_plugins`); registering the same file again replaces it."""
+    import yaml
+
+    from .tasks import register_task
+
+    if not path.is_file():
+        raise FileNotFoundError(f"task file {path} does not exist")
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict) or not {"name", "prior", "reward"} <= set(spec) or set(spec) - TASK_FILE_KEYS:
+        raise ValueError(f"{path}: a task file is a mapping with name, prior and reward, and optionally {sorted(TASK_FILE_KEYS - {'name', 'prior', 'reward'})}")
+    register_task(**spec, overwrite=True)

@@ -85,15 +85,19 @@ def _import(spec: str) -> Callable[..., Reward]:
         raise ValueError(f"reward {spec!r}: cannot import {attr!r} from module {module!r}: {exc}") from exc
 
 
-def resolve(spec: str | Path | Callable, **kwargs: Any) -> Reward:
+def resolve(spec: str | Path | dict | Callable, **kwargs: Any) -> Reward:
     """A reward from whatever names one.
 
     Args:
         spec: a registered name ("low_hhi"), "module:attr" naming a factory, a YAML/JSON config
-            file (`from_config`), a factory (a function or class, called with `kwargs`), or a
-            reward object (used as it is; it takes no `kwargs`).
+            file or a config dict (`from_config`), a factory (a function or class, called with
+            `kwargs`), or a reward object (used as it is; it takes no `kwargs`).
         **kwargs: the factory's keyword arguments.
     """
+    if isinstance(spec, dict):
+        if kwargs:
+            raise ValueError(f"reward config {spec!r} takes its settings inside, not {sorted(kwargs)}")
+        return from_config(spec)
     if isinstance(spec, (str, Path)):
         text = str(spec)
         if text.endswith(CONFIG_SUFFIXES):

@@ -128,3 +128,41 @@ def test_resume_with_only_out_continues_exactly(tmp_path, monkeypatch, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert main(["train", "--out", str(tmp_path / "killed"), "--resume", "--seed", "8"]) == 1  # a flag that differs is refused
     assert np.isfinite(straight.reward_mean).all()
+
+
+TASK_FILE = """
+name: LowHHIOxide
+prior: perov_5
+reward:
+  objectives:
+    - source: hhi
+      shaping: {kind: descending, lo: 1250, hi: 5000}
+  guards: {anions: [[O], 0.4, 0.6]}
+success: [[hhi, "<=", 1250]]
+target: an oxide with HHI <= 1250
+"""
+
+
+def test_a_yaml_task_file_registers_a_task_that_trains_and_resumes_from_its_directory(tmp_path):
+    (tmp_path / "task.yaml").write_text(TASK_FILE)
+    out = str(tmp_path / "run")
+    args = ["train", "--plugin", str(tmp_path / "task.yaml"), "--env", "LatticeGym/LowHHIOxide-v0", "--batch-size", "4", "--steps", "10", "--out", out]
+    try:
+        assert main([*args, "--iterations", "1"]) == 0
+        assert TASKS["LowHHIOxide"].target == "an oxide with HHI <= 1250"
+        assert main(["train", "--out", out, "--resume", "--iterations", "2"]) == 0
+        evaluated = pd.read_csv(Path(out) / "evaluated.csv")
+        assert len(evaluated) == 8 and (evaluated.success == (evaluated.hhi <= 1250) & (evaluated.reason.isna())).all()
+    finally:
+        TASKS.pop("LowHHIOxide", None)
+    (tmp_path / "bad.yaml").write_text("name: X\nprior: perov_5\n")
+    assert main(["envs", "--plugin", str(tmp_path / "bad.yaml")]) == 1
+
+
+def test_experimental_tasks_and_slow_settings_warn_at_train_time(tmp_path):
+    from latticegym.agents.trainer import TrainConfig
+
+    with pytest.warns(UserWarning, match="CarbonDensity is experimental"):
+        Trainer(TrainConfig(env_id="CarbonDensity", batch_size=2, steps=3, out=str(tmp_path / "c")))
+    with pytest.warns(UserWarning, match="rwkl runs MatInvent's released update"):
+        Trainer(TrainConfig(env_id="PerovskiteLowHHI", agent="rwkl", batch_size=2, steps=3, out=str(tmp_path / "r")))

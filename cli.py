@@ -11,20 +11,21 @@ from pathlib import Path
 
 from . import DEFAULT_THREADS, quiet_libraries, set_threads
 from .envs.registration import load_plugins
+from .files import atomic_text
 
 DEFAULT_DATA = Path("../shared/data")
 DATASET_HINTS = {"perov": "perov_5", "carbon": "carbon_24", "mpts": "mpts_52", "mp_20": "mp_20", "mp20": "mp_20"}
 
 
-def _bounded(kind: type, low: float, what: str):
-    """An argparse type: a `kind` number >= low; the error names the option via argparse."""
+def _bounded(kind: type, low: float, what: str, high: float = math.inf):
+    """An argparse type: a `kind` number in [low, high]; the error names the option via argparse."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or value < low:
+        if not math.isfinite(value) or not low <= value <= high:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -32,9 +33,18 @@ def _bounded(kind: type, low: float, what: str):
     return parse
 
 
-POSITIVE = _bounded(int, 1, "an integer >= 1")
-NON_NEGATIVE = _bounded(int, 0, "an integer >= 0")
-POSITIVE_FLOAT = _bounded(float, 1e-300, "a number > 0")
+# Upper bounds keep time and memory sane: far beyond any use, short of an allocation that kills the machine.
+POSITIVE = _bounded(int, 1, "an integer >= 1", 10**9)
+NON_NEGATIVE = _bounded(int, 0, "an integer >= 0", 10**9)
+SEED = _bounded(int, 0, "an integer in 0..2**63-1", 2**63 - 1)
+CRYSTALS = _bounded(int, 1, "an integer in 1..10,000,000", 10**7)
+BATCH = _bounded(int, 1, "an integer in 1..65,536", 2**16)
+STEPS = _bounded(int, 1, "an integer in 1..1000 (the priors' training timesteps)", 1000)
+CORRECTORS = _bounded(int, 0, "an integer in 0..100", 100)
+WIDTH = _bounded(int, 1, "an integer in 1..4096", 4096)
+LAYERS = _bounded(int, 1, "an integer in 1..64", 64)
+LEARNING_RATE = _bounded(float, 1e-12, "a number in (0, 1]", 1.0)
+MINUTES = _bounded(float, 0, "a number of minutes in 0..10080 (a week)", 10080)
 NON_NEGATIVE_FLOAT = _bounded(float, 0, "a number >= 0")
 
 
@@ -71,10 +81,19 @@ def _load_split(source: str, split: str | None, seed: int, default_split: str):
     return data
 
 
+def _refuse_existing(out: str | None, overwrite: bool) -> None:
+    if out and Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+
+
 def cmd_evaluate(args) -> int:
     from .benchmarks.metrics import evaluate, format_table
 
+    _refuse_existing(args.out, args.overwrite)
     samples = _load_split(args.samples, None, args.split_seed, "test")
+    if not samples.structures:
+        first = f" (first: row {samples.skipped[0][0]}: {samples.skipped[0][1]})" if samples.skipped else ""
+        raise ValueError(f"--samples {args.samples}: no readable crystals, {len(samples.skipped)} rows rejected{first}")
     reference = _load_split(args.reference, args.reference_split, args.split_seed, "test")
     train = _load_split(args.train, args.train_split, args.split_seed, "train") if args.train else None
     dataset = args.dataset or _guess_dataset(args.reference, args.samples)
@@ -93,7 +112,7 @@ def cmd_evaluate(args) -> int:
     if train is None:
         print("novelty is n/a: pass --train with the prior's training crystals (e.g. --train ../shared/data/perov_5_val.csv.gz --train-split fit)", file=sys.stderr)
     if args.out:
-        Path(args.out).write_text(json.dumps(metrics, indent=1))
+        atomic_text(args.out, json.dumps(metrics, indent=1))
         print(f"wrote {args.out}")
     return 0
 
@@ -129,6 +148,7 @@ def cmd_sample(args) -> int:
     from .datasets import write_csv
     from .policies.checkpoint import load_prior
 
+    _refuse_existing(args.out, args.overwrite)
     policy = load_prior(args.prior, num_steps=args.steps, device=args.device)
     policy.set_num_steps(args.steps, args.correctors)
     with torch.no_grad():
@@ -251,6 +271,10 @@ def cmd_bench(args) -> int:
     from .benchmarks.suites import VARIANTS, BenchTask, Suite, get_suite
 
     agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())
+    if not agents:
+        raise ValueError(f"--agents names no agent; choose from {', '.join([*AGENTS, *VARIANTS])}")
+    if args.data and not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such folder (it holds the priors' training CSVs, for novelty and the SUN hull)")
     unknown = set(agents) - set(AGENTS) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join([*AGENTS, *VARIANTS])}")
@@ -307,10 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", help="training CSV(.gz), or a dataset name (its train split), for novelty (without it novelty is not computed)")
     p.add_argument("--reference-split", choices=["train", "val", "test"], help="use this split of the --reference file, split as pretraining splits it (default: the whole file)")
     p.add_argument("--train-split", choices=["train", "val", "test", "fit"], help="use this split of --train; fit: train and val, the 90%% a prior trains on (default: the whole file)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of those splits (default: %(default)s, pretraining's)")
+    p.add_argument("--split-seed", type=SEED, default=0, help="seed of those splits (default: %(default)s, pretraining's)")
     p.add_argument("--dataset", choices=["perov_5", "carbon_24", "mp_20", "mpts_52"], help="COV cutoffs (default: guessed from the file names)")
     p.add_argument("--workers", type=POSITIVE, help="processes for fingerprints (default: all cores)")
     p.add_argument("--out", help="also write the metrics as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _common(p, device=False)
     p.set_defaults(func=cmd_evaluate)
 
@@ -318,29 +343,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="CDVAE-format CSV(.gz); 80/10/10 split by --split-seed, trained on the 90%% outside the test split")
     p.add_argument("--out", required=True, help="run directory: prior.pt (EMA weights), last.pt (resumable state), tensorboard/")
     p.add_argument("--epochs", type=POSITIVE, default=1000, help="passes over the training split; may be raised on --resume, the cosine LR schedule then stretches (default: %(default)s)")
-    p.add_argument("--batch-size", type=POSITIVE, default=128, help="crystals per optimizer step (default: %(default)s)")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, default=1e-3, help="peak learning rate of the cosine schedule (default: %(default)s)")
-    p.add_argument("--hidden", type=POSITIVE, default=128, help="denoiser width (default: %(default)s)")
-    p.add_argument("--layers", type=POSITIVE, default=4, help="denoiser message-passing layers (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the noise (default: %(default)s)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default: %(default)s)")
+    p.add_argument("--batch-size", type=BATCH, default=128, help="crystals per optimizer step (default: %(default)s)")
+    p.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="peak learning rate of the cosine schedule (default: %(default)s)")
+    p.add_argument("--hidden", type=WIDTH, default=128, help="denoiser width (default: %(default)s)")
+    p.add_argument("--layers", type=LAYERS, default=4, help="denoiser message-passing layers (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the weights and the noise (default: %(default)s)")
+    p.add_argument("--split-seed", type=SEED, default=0, help="seed of the train/val/test split (default: %(default)s)")
     p.add_argument("--hold-out-val", action="store_true", help="train on the 80%% only, so the logged val loss is held out")
     p.add_argument("--checkpoint-every", type=POSITIVE, default=5, help="epochs between checkpoints (default: %(default)s)")
     p.add_argument("--name", help="prior name recorded in the checkpoint; it picks the COV cutoffs and corrector step size (default: the data file's name less a _train/_val/_test suffix)")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt exactly")
-    p.add_argument("--minutes", type=NON_NEGATIVE_FLOAT, default=0.0, help="wall-clock budget: fit --epochs to it from the first epochs' speed (default: off)")
+    p.add_argument("--minutes", type=MINUTES, default=0.0, help="wall-clock budget: fit --epochs to it from the first epochs' speed (default: off)")
     p.add_argument("--init", help="start from this prior's weights (same data and network shape), e.g. a shipped prior's name")
     _common(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("sample", help="sample crystals from a prior into a CDVAE-format CSV")
     p.add_argument("--prior", required=True, help="shipped prior name (perov_5, carbon_24), a policy/prior .pt file, or a run directory (its policy.pt)")
-    p.add_argument("--num", type=POSITIVE, required=True, help="how many crystals")
-    p.add_argument("--steps", type=POSITIVE, default=100, help="reverse-diffusion steps T (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
-    p.add_argument("--correctors", type=NON_NEGATIVE, default=0, help="Langevin corrector steps before each predictor step, DiffCSP's step sizes (default: %(default)s)")
-    p.add_argument("--batch-size", type=POSITIVE, default=256, help="crystals denoised at once (default: %(default)s)")
-    p.add_argument("--out", required=True, help="CSV file to write (cif column)")
+    p.add_argument("--num", type=CRYSTALS, required=True, help="how many crystals")
+    p.add_argument("--steps", type=STEPS, default=100, help="reverse-diffusion steps T (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0, help="sampling seed (default: %(default)s)")
+    p.add_argument("--correctors", type=CORRECTORS, default=0, help="Langevin corrector steps before each predictor step, DiffCSP's step sizes (default: %(default)s)")
+    p.add_argument("--batch-size", type=BATCH, default=256, help="crystals denoised at once (default: %(default)s)")
+    p.add_argument("--out", required=True, help="CSV file to write (cif column); written whole or not at all")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _common(p)
     p.set_defaults(func=cmd_sample)
 
@@ -354,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", help="fine-tune this prior instead of the task's: a shipped prior's name, a .pt file, or a `pretrain` or `train` run directory")
     p.add_argument("--reward", help="LatticeGym/Custom-v0's reward: a registered name, module:attr naming a factory, or a YAML/JSON reward config")
     p.add_argument("--iterations", type=POSITIVE, help="RL iterations, one batch each (default: 30)")
-    p.add_argument("--batch-size", type=POSITIVE, help="crystals sampled per iteration (default: 64)")
-    p.add_argument("--steps", type=POSITIVE, help="reverse-diffusion steps T (default: 100)")
-    p.add_argument("--correctors", type=NON_NEGATIVE, help="Langevin corrector steps before each predictor step; episodes have steps x (1 + correctors) actions (default: 0)")
-    p.add_argument("--seed", type=int, help="seed of sampling and updates (default: 0)")
+    p.add_argument("--batch-size", type=BATCH, help="crystals sampled per iteration (default: 64)")
+    p.add_argument("--steps", type=STEPS, help="reverse-diffusion steps T (default: 100)")
+    p.add_argument("--correctors", type=CORRECTORS, help="Langevin corrector steps before each predictor step; episodes have steps x (1 + correctors) actions (default: 0)")
+    p.add_argument("--seed", type=SEED, help="seed of sampling and updates (default: 0)")
     p.add_argument("--out", required=True, help="run directory: metrics.csv, tensorboard/, best.csv, evaluated.csv, checkpoint.pt, policy.pt")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly with its settings; an option given must match them (--iterations may be raised)")
     p.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"], help="also log to Weights & Biases (default mode: offline)")
@@ -374,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="quick", help="quick (CI-sized) or standard (default: %(default)s)")
     p.add_argument("--env", help="instead of a suite, these task ids (comma-separated), e.g. one you registered with --plugin")
     p.add_argument("--budget", type=POSITIVE, default=1024, help="with --env: property evaluations per run (default: %(default)s)")
-    p.add_argument("--batch-size", type=POSITIVE, default=64, help="with --env: crystals per iteration (default: %(default)s)")
-    p.add_argument("--steps", type=POSITIVE, default=100, help="with --env: reverse-diffusion steps T (default: %(default)s)")
+    p.add_argument("--batch-size", type=BATCH, default=64, help="with --env: crystals per iteration (default: %(default)s)")
+    p.add_argument("--steps", type=STEPS, default=100, help="with --env: reverse-diffusion steps T (default: %(default)s)")
     p.add_argument("--hull-references", type=POSITIVE, default=200, help="with --env: training crystals in the SUN hull (default: %(default)s)")
     p.add_argument("--policy-samples", type=POSITIVE, default=128, help="with --env: fresh samples of each final policy scored apart from the budget (default: %(default)s)")
     p.add_argument("--agents", default="prior,ppo,rwkl,reinforce,active", help="comma-separated; 'prior' is the no-update floor, 'active-random' the active agent with random selection, 'rwkl-tuned' MatInvent's update with our tuned settings (default: %(default)s)")

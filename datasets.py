@@ -19,10 +19,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Structure
+from pymatgen.core import Element, Structure
 from tqdm import tqdm
 
 from .crystal import canonical, lattice_validity, structure_from_cif, structure_to_cif
+from .files import atomic_text
 
 KNOWN_DATASETS = {
     "mp_20": "https://raw.githubusercontent.com/txie-93/cdvae/main/data/mp_20/{split}.csv",
@@ -31,6 +32,7 @@ KNOWN_DATASETS = {
     "mpts_52": "https://raw.githubusercontent.com/jiaor17/DiffCSP/main/data/mpts_52/{split}.csv",
 }
 SPLITS = ("train", "val", "test")
+MAX_ATOMS = 1000  # per crystal; the shared data has at most 24, CHGNet's graphs beyond this cost gigabytes
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # what pretraining, the band-gap predictor and `evaluate --*-split` use
 
 
@@ -61,7 +63,7 @@ class DatasetStats:
 
     def save(self, path: str | Path) -> None:
         """Write the stats as JSON to `path`."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        atomic_text(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> DatasetStats:
@@ -173,12 +175,19 @@ def read_csv(
 def _parse_row(cif: object, canonicalize: bool) -> Structure:
     if not isinstance(cif, str) or not cif.strip():
         raise ValueError("empty cif")
+    if cif.count("\n") > MAX_ATOMS + 200:  # a CIF holds a line per site: refuse before pymatgen parses for minutes
+        raise ValueError(f"cif of {cif.count(chr(10))} lines: more sites than the {MAX_ATOMS} atoms latticegym handles")
     try:
         structure = structure_from_cif(cif)
     except Exception as exc:
         raise ValueError(f"unreadable cif: {exc}") from exc
     if len(structure) == 0:
         raise ValueError("cif has no atoms")
+    if len(structure) > MAX_ATOMS:
+        raise ValueError(f"{len(structure)} atoms: more than the {MAX_ATOMS} latticegym handles")
+    unknown = sorted({str(sp) for sp in structure.species if not isinstance(sp, Element)} | {str(sp) for site in structure if not site.is_ordered for sp in site.species})
+    if unknown:
+        raise ValueError(f"not an element, or a disordered site: {', '.join(unknown)}")
     lattice = lattice_validity(structure.lattice.matrix)
     if not lattice:
         raise ValueError(lattice.reason)
@@ -193,8 +202,7 @@ def write_csv(structures: Sequence[Structure], path: str | Path, properties: dic
     frame["cif"] = [structure_to_cif(s) for s in structures]
     for name, values in (properties or {}).items():
         frame[name] = list(values)
-    frame.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
-    return path
+    return atomic_text(path, frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
 
 
 def cache_dir() -> Path:

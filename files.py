@@ -17,6 +17,7 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -57,27 +58,63 @@ def previous(path: Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
-def atomic_save(obj, path: str | Path, keep_previous: bool = False) -> None:
-    """Write `obj` with torch.save so that a kill or a full disk never leaves a half-written `path`.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], keep_previous: bool = False) -> Path:
+    """Write `path` through `write(handle)` so that a kill or a full disk never leaves half a file.
 
-    The data goes to `path.tmp`, is flushed to disk, then renamed over `path`. With `keep_previous`
-    the file it replaces survives as `path.prev`, for `load_checkpoint` to fall back to. On failure
-    the temporary is removed, `path` is untouched and an OSError says what happened.
+    The data goes to a temporary beside `path` whose name is this process's own (so two processes
+    never share one), is flushed to disk, then renamed over `path`. With `keep_previous` the file it
+    replaces survives as `path.prev`, for `load_checkpoint` to fall back to. On failure the
+    temporary is removed, `path` is untouched and an OSError names the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
-        raise OSError(f"could not write {path} ({_first_line(exc)}); the last good {path.name} is kept") from exc
+        kept = f"; the last good {path.name} is kept" if path.exists() else ""
+        raise OSError(f"could not write {path} ({_first_line(exc)}){kept}") from exc
     if keep_previous and path.exists():
         os.replace(path, previous(path))
     os.replace(tmp, path)
+    return path
+
+
+def read_cache(path: Path, load: Callable[[Path], object], valid: Callable[[object], bool]):
+    """What a cache file holds, or None when it is missing, unreadable or not what we write (a warning names it; it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        content = load(path)
+        if valid(content):
+            return content
+        why = "it does not hold what latticegym writes there"
+    except Exception as exc:  # truncated, not JSON/npz, unreadable: any of them means rebuild
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+    warnings.warn(f"ignoring the cache file {path} ({why}); rebuilding it", stacklevel=2)
+    return None
+
+
+def write_cache(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`atomic_write` of a cache file, or a warning when the cache cannot be written: a cache never costs the work it holds."""
+    try:
+        atomic_write(path, write)
+    except OSError as exc:
+        warnings.warn(f"the cache {path} could not be written ({_first_line(exc)}); the result is used but not kept", stacklevel=2)
+
+
+def atomic_text(path: str | Path, text: str) -> Path:
+    """`atomic_write` of a text file (UTF-8)."""
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def atomic_save(obj, path: str | Path, keep_previous: bool = False) -> None:
+    """`atomic_write` of `obj` with torch.save."""
+    atomic_write(path, lambda handle: torch.save(obj, handle), keep_previous)
 
 
 def clear_temporaries(folder: str | Path) -> list[Path]:
@@ -165,7 +202,7 @@ def from_plain(obj):
     """The inverse of `to_plain`."""
     if isinstance(obj, dict):
         if "__structure__" in obj:
-            return Structure.from_dict(json.loads(obj["__structure__"]))
+            return _structure(obj["__structure__"])
         if "__ndarray__" in obj:
             return obj["__ndarray__"].numpy()
         if "__object_array__" in obj:
@@ -184,6 +221,28 @@ def from_plain(obj):
     if isinstance(obj, tuple):
         return tuple(from_plain(x) for x in obj)
     return obj
+
+
+def _structure(text: str) -> Structure:
+    """A Structure from its saved `as_dict` JSON, built by hand: monty's decoder would import any `@module` a site property names."""
+    try:
+        d = json.loads(text)
+        matrix = d["lattice"]["matrix"]
+        species, coords, properties = [], [], []
+        for site in d["sites"]:
+            (occupant,) = site["species"]
+            species.append(occupant["element"])
+            coords.append(site["abc"])
+            properties.append(site.get("properties") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"a saved structure is malformed ({type(exc).__name__}: {exc})") from None
+    for props in properties:
+        for name, value in props.items():
+            if "@module" in json.dumps(value) or "@class" in json.dumps(value):
+                raise CheckpointError(f"a saved structure's site property {name!r} names a class ({json.dumps(value)[:80]}); refusing to import it")
+    names = sorted({k for props in properties for k in props})
+    site_properties = {k: [props.get(k) for props in properties] for k in names}
+    return Structure(matrix, species, coords, site_properties=site_properties)
 
 
 def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
@@ -205,15 +264,25 @@ class RunLock:
 
     The lock is an `flock` on `DIR/.lock`, which the kernel drops when the holder exits, even on
     SIGKILL, so a killed run never leaves a stale lock. The file names the holder's pid and command.
+    A process that holds a directory may take it again (the benchmark runner holds a run until its
+    summary is written, around the trainer's own lock); it is released when the outermost holder lets go.
     """
+
+    _held: dict[Path, int] = {}  # directories this process holds, and how many times
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self._handle = None
+        self._nested = False
 
     def acquire(self) -> RunLock:
         """Take the lock or raise RunLockedError naming the process that holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        key = self.folder.resolve()
+        if key in RunLock._held:
+            RunLock._held[key] += 1
+            self._nested = True
+            return self
         handle = open(self.folder / LOCK_NAME, "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -227,10 +296,17 @@ class RunLock:
         handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
         handle.flush()
         self._handle = handle
+        RunLock._held[key] = 1
         return self
 
     def release(self) -> None:
         """Drop the lock (also dropped when the process exits)."""
+        key = self.folder.resolve()
+        if self._nested:
+            RunLock._held[key] -= 1
+            self._nested = False
+            return
+        RunLock._held.pop(key, None)
         if self._handle is not None:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()

@@ -60,13 +60,19 @@ def parse_options(config_cls: type, options: dict, owner: str = "") -> dict:
     return {k: parse_option(config_cls, k, v, owner) for k, v in options.items()}
 
 
+LARGEST = 1e9
+
+
 def check_ranges(cfg, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), non_negative: tuple[str, ...] = (), unit: tuple[str, ...] = ()) -> None:
-    """Raise a ValueError naming the first field of `cfg` out of its range; `unit` means (0, 1]."""
+    """Raise a ValueError naming the first field of `cfg` out of its range; `unit` means (0, 1].
+
+    Every range stops at `LARGEST`: beyond it a setting is a typo that would overflow or exhaust memory.
+    """
     names = {f.name for f in fields(cfg)}
     for group, ok, wanted in (
-        (positive, lambda v: v > 0, "> 0"),
-        (at_least_one, lambda v: v >= 1, ">= 1"),
-        (non_negative, lambda v: v >= 0, ">= 0"),
+        (positive, lambda v: 0 < v <= LARGEST, f"in (0, {LARGEST:g}]"),
+        (at_least_one, lambda v: 1 <= v <= LARGEST, f"in [1, {LARGEST:g}]"),
+        (non_negative, lambda v: 0 <= v <= LARGEST, f"in [0, {LARGEST:g}]"),
         (unit, lambda v: 0 < v <= 1, "in (0, 1]"),
     ):
         for name in group:

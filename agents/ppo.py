@@ -62,8 +62,8 @@ class PPOConfig:
     replay_dedup: str = "composition"  # or "structure"
 
     def __post_init__(self):
-        check_ranges(self, positive=("lr", "clip_range", "max_grad_norm", "target_kl"), at_least_one=("epochs", "minibatch_size"),
-                     non_negative=("kl_coef", "replay_capacity", "replay_top_k"), unit=("step_fraction",))
+        check_ranges(self, positive=("clip_range", "max_grad_norm", "target_kl"), at_least_one=("epochs", "minibatch_size"),
+                     non_negative=("kl_coef", "replay_capacity", "replay_top_k"), unit=("lr", "step_fraction"))
 
 
 class PPO:

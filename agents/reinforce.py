@@ -35,7 +35,7 @@ class REINFORCEConfig:
     max_grad_norm: float = 1.0  # per sampled step (see base.StepGradients)
 
     def __post_init__(self):
-        check_ranges(self, positive=("lr", "max_grad_norm"), non_negative=("kl_coef",), unit=("step_fraction",))
+        check_ranges(self, positive=("max_grad_norm",), non_negative=("kl_coef",), unit=("lr", "step_fraction"))
 
 
 class REINFORCE:

@@ -62,7 +62,7 @@ class RWKLConfig:
     replay_cutoff: float = 0.1
 
     def __post_init__(self):
-        check_ranges(self, positive=("lr",), at_least_one=("epochs", "timesteps", "accum_steps"), non_negative=("sigma", "replay_capacity", "replay_sample"), unit=("topk_ratio",))
+        check_ranges(self, at_least_one=("epochs", "timesteps", "accum_steps"), non_negative=("sigma", "replay_capacity", "replay_sample"), unit=("lr", "topk_ratio"))
 
 
 class RewardWeightedKL:

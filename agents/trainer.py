@@ -236,6 +236,10 @@ class Trainer:
         known = training_data(self.prior.spec, path)
         if not known.structures:
             raise ValueError(f"--reference {path}: no readable crystals ({len(known.skipped)} rows rejected), so novelty would be meaningless")
+        vocabulary = set(self.prior.spec.elements)
+        outside = np.mean([not {el.Z for el in s.composition.elements} <= vocabulary for s in known.structures])
+        if outside > 0.5:
+            raise ValueError(f"--reference {path}: {outside:.0%} of its crystals hold elements the prior never generates, so no sample could match them (another chemistry?)")
         return known.structures
 
     # ------------------------------------------------------------------ checkpoints

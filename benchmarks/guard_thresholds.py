@@ -20,6 +20,7 @@ import numpy as np
 from ..crystal import contact_ratios, coordination_numbers, vacuum_gap
 from ..datasets import read_csv
 from ..envs.tasks import get_task
+from ..files import atomic_text
 
 FAMILY_TASK = {"perov_5": "PerovskiteLowHHI", "carbon_24": "CarbonDensity"}  # a cheap task carrying each family's guards
 # The guards before the data-derived geometry and chemistry (at today's thresholds): real crystals must keep
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             for guard, share in s["refused"].items():
                 print(f"    {guard:24s} refuses {share:.2%}")
     if args.write:
-        SHARES.write_text(json.dumps(results, indent=1) + "\n")
+        atomic_text(SHARES, json.dumps(results, indent=1) + "\n")
         print(f"\nwrote {SHARES}")
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ..crystal import MatchIndex, compositional_validity, magpie, lattice_validity, structural_validity, unique_indices
 from ..datasets import cache_dir
+from ..files import read_cache, write_cache
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,9 @@ def cached_fingerprints(structures: Sequence[Structure], workers: int | None = N
     """`fingerprints`, kept on disk under the cache folder, keyed by `_content_key`: a reference set
     is fingerprinted once, not at every `evaluate`."""
     path = cache_dir() / "fingerprints" / f"{_content_key(structures)}.npz"
-    if path.exists():
-        saved = np.load(path)
+    n = len(structures)
+    saved = read_cache(path, lambda p: dict(np.load(p, allow_pickle=False)), lambda d: set(d) == {"struct", "ok", "comp"} and len(d["ok"]) == len(d["struct"]) == len(d["comp"]) == n)
+    if saved is not None:
         return [row if ok else None for row, ok in zip(saved["struct"], saved["ok"])], saved["comp"]
     log.warning(
         "fingerprinting %d reference crystals once (perov_5's 3,787 took 286 s on 2 cores); cached in %s for the next evaluate",
@@ -128,10 +130,7 @@ def cached_fingerprints(structures: Sequence[Structure], workers: int | None = N
     ok = np.array([fp is not None for fp in struct], dtype=bool)
     width = next((len(fp) for fp in struct if fp is not None), 0)
     table = np.array([fp if fp is not None else np.zeros(width) for fp in struct]).reshape(len(struct), width)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, struct=table, ok=ok, comp=comp)
-    os.replace(tmp, path)
+    write_cache(path, lambda handle: np.savez(handle, struct=table, ok=ok, comp=comp))
     return struct, comp
 
 

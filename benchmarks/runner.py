@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..agents.trainer import TrainConfig, Trainer, evaluate_policy
 from ..crystal import MatchIndex, structure_from_cif, validity
-from ..files import RunLockedError
+from ..files import RunLock, RunLockedError, atomic_text
 from ..policies import load_policy, load_prior
 from ..policies.pretrain import training_data
 from .metrics import unique_novel
@@ -164,11 +164,11 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
         else:
             missing.append(f"{task.task.name}/{label}/seed{seed}")
     results = pd.DataFrame(rows)
-    results.to_csv(out / "results.csv", index=False)
+    atomic_text(out / "results.csv", results.to_csv(index=False))
     command = f"latticegym bench {suite.selector or '--suite ' + suite.name} --agents {','.join(cfg.agents)} --seeds {cfg.seeds} --out {cfg.out}"
-    (out / "results.md").write_text(results_markdown(results, suite, missing, command))
+    atomic_text(out / "results.md", results_markdown(results, suite, missing, command))
     make_all(out)
-    (out / "suite.json").write_text(json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
+    atomic_text(out / "suite.json", json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
     return results
 
 
@@ -187,30 +187,36 @@ def run_one(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepCon
 
     `sun_by_task` caches each task's SUNRate (its known crystals) across calls.
     """
-    if finished_summary(run_dir) is None:
-        data_file = _data_file(task, cfg.data_dir)
-        train = TrainConfig(
-            env_id=task.env_id,
-            agent=agent,
-            iterations=task.iterations,
-            batch_size=task.batch_size,
-            steps=task.steps,
-            seed=seed,
-            out=str(run_dir),
-            device=cfg.device,
-            novelty_reference=data_file,
-            agent_options=options,
-            diversity=task.diversity,
-            ray_address=cfg.ray_address,
-        )
-        Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False)
-        name = task.task.name
-        if name not in sun_by_task:
-            spec = load_prior(task.task.prior, num_steps=1).spec
-            known = training_data(spec, data_file).structures if data_file else []
-            sun_by_task[name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
-        (run_dir / "summary.json").write_text(json.dumps(summarise_run(run_dir, sun_by_task[name], task), indent=1))
+    with RunLock(run_dir):  # until the summary is written: another process must not take a finished but unsummarised run
+        if finished_summary(run_dir) is None:
+            _train_and_summarise(task, agent, seed, run_dir, cfg, options, sun_by_task)
     return finished_summary(run_dir)
+
+
+def _train_and_summarise(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> None:
+    """Train (or resume) the run in `run_dir`, then write its summary.json."""
+    data_file = _data_file(task, cfg.data_dir)
+    train = TrainConfig(
+        env_id=task.env_id,
+        agent=agent,
+        iterations=task.iterations,
+        batch_size=task.batch_size,
+        steps=task.steps,
+        seed=seed,
+        out=str(run_dir),
+        device=cfg.device,
+        novelty_reference=data_file,
+        agent_options=options,
+        diversity=task.diversity,
+        ray_address=cfg.ray_address,
+    )
+    Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False)
+    name = task.task.name
+    if name not in sun_by_task:
+        spec = load_prior(task.task.prior, num_steps=1).spec
+        known = training_data(spec, data_file).structures if data_file else []
+        sun_by_task[name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
+    atomic_text(run_dir / "summary.json", json.dumps(summarise_run(run_dir, sun_by_task[name], task), indent=1))
 
 
 def run_unless_held(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> None:

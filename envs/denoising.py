@@ -81,7 +81,10 @@ def action_to_state(action: dict[str, np.ndarray], mask: torch.Tensor, batch_siz
     expected = {"types": (batch_size, n, k), "frac": (batch_size, n, 3), "lattice": (batch_size, 3, 3)}
     arrays = {}
     for name in ACTION_FIELDS:
-        arr = np.asarray(action[name], dtype=np.float64)
+        raw = np.asarray(action[name])
+        if raw.dtype.kind not in "biuf":  # complex parts would be dropped, strings and objects are not numbers
+            raise ValueError(f"action[{name!r}] has dtype {raw.dtype}; expected real numbers")
+        arr = raw.astype(np.float64)
         if arr.shape != expected[name]:
             raise ValueError(f"action[{name!r}] has shape {arr.shape[cut:]}, expected {expected[name][cut:]}")
         real = np.ones(arr.shape, dtype=bool) if name == "lattice" else np.broadcast_to(mask.cpu().numpy()[..., None], arr.shape)
@@ -177,6 +180,17 @@ def check_chemistry(policy: DiffusionPolicy, reward, task_prior: str | None = No
         warnings.warn(f"fine-tuning {policy.spec.name} on a task made for {task_prior}: the guards and targets come from {task_prior}'s chemistry", stacklevel=3)
 
 
+def checked_result(result, n: int) -> RewardResult:
+    """`result` if it is a RewardResult with one finite-or-NaN float value per crystal; otherwise a ValueError saying what the reward returned."""
+    if not isinstance(result, RewardResult):
+        raise ValueError(f"the reward returned {type(result).__name__}, not a RewardResult")
+    if len(result.values) != n or len(result.ok) != n or len(result.reasons) != n:
+        raise ValueError(f"the reward returned {len(result.values)} values, {len(result.ok)} ok flags and {len(result.reasons)} reasons for {n} crystals")
+    if np.isinf(result.values).any():
+        raise ValueError(f"the reward returned an infinite value for crystal {int(np.argmax(np.isinf(result.values)))}")
+    return result
+
+
 def _check_count(name: str, value, low: int, optional: bool = True) -> None:
     """A constructor argument that must be an integer >= low (None, where `optional`, means its default)."""
     if value is None and optional:
@@ -230,7 +244,7 @@ class _Denoising:
         infos: list[dict] = [{} for _ in range(self.batch)]
         if self.t == 0:
             structures = self.policy.decode(self.state).to_structures()
-            result = self.reward(structures)
+            result = checked_result(self.reward(structures), len(structures))
             rewards = np.asarray(result.values, dtype=float)
             for i, s in enumerate(structures):
                 infos[i] = {"structure": s, **result.info(i), "success": meets(self.success, result, i)}

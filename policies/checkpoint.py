@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..files import CheckpointError, atomic_save, load_checkpoint, non_finite
-from .diffusion import DiffusionPolicy, PriorSpec
+from .diffusion import MAX_ATOMS, DiffusionPolicy, PriorSpec
 from .network import DenoiserConfig
 
 SHIPPED = Path(__file__).parent / "checkpoints"
@@ -40,6 +40,13 @@ def policy_from_payload(payload: dict, num_steps: int = 100, device="cpu", sourc
     try:
         spec = PriorSpec(**payload["spec"])
         spec.num_atoms = {int(k): int(v) for k, v in spec.num_atoms.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{source} is not a latticegym prior: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    if not spec.num_atoms or not all(1 <= n <= MAX_ATOMS for n in spec.num_atoms):
+        raise CheckpointError(f"{source} asks for crystals of {max(spec.num_atoms, default=0)} atoms; latticegym handles 1..{MAX_ATOMS}")
+    if not 1 <= num_steps <= spec.num_timesteps:
+        raise ValueError(f"steps must be in 1..{spec.num_timesteps}, the training timesteps of {source}; got {num_steps}")
+    try:
         policy = DiffusionPolicy(spec, DenoiserConfig(**payload["denoiser"]), num_steps=num_steps)
         policy.network.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:

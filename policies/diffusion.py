@@ -143,6 +143,10 @@ def _normal_log_prob(x, mean, std):
     return -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
 
+MAX_CORRECTORS = 100  # corrector steps per level; an episode has steps x (1 + correctors) actions
+MAX_ATOMS = 1000  # atoms per crystal a checkpoint may ask for; the shipped priors go to 24
+
+
 @dataclass
 class PriorSpec:
     """What a checkpoint must record to rebuild its policy: data vocabulary and noise settings."""
@@ -206,8 +210,10 @@ class DiffusionPolicy(nn.Module):
 
         `corrector_step_lr` defaults to DiffCSP's value for the prior's dataset (`CORRECTOR_STEP_LR`).
         """
-        if correctors is not None and correctors < 0:
-            raise ValueError(f"correctors must be >= 0, got {correctors}")
+        if correctors is not None and not 0 <= correctors <= MAX_CORRECTORS:
+            raise ValueError(f"correctors must be in 0..{MAX_CORRECTORS}, got {correctors}")
+        if not 1 <= num_steps <= self.spec.num_timesteps:
+            raise ValueError(f"steps must be in 1..{self.spec.num_timesteps}, the prior's training timesteps; got {num_steps}")
         self.num_steps = num_steps
         self.correctors = correctors if correctors is not None else getattr(self, "correctors", 0)
         if corrector_step_lr is not None:

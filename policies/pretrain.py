@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..crystal import CrystalBatch
 from ..datasets import SPLIT_FRACTIONS, CrystalDataset, read_csv
-from ..files import RunLock, atomic_save, clear_temporaries, load_checkpoint, restore_generator
+from ..files import RunLock, atomic_save, atomic_text, clear_temporaries, load_checkpoint, restore_generator
 from .checkpoint import load_prior, save_policy
 from .diffusion import DiffusionPolicy, DiffusionState, PriorSpec
 from .network import DenoiserConfig
@@ -218,7 +218,7 @@ def _pretrain(cfg: PretrainConfig, resume: bool, progress: bool) -> Path:
     steps_per_epoch = math.ceil(len(sizes) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     writer = SummaryWriter(str(out / "tensorboard"), purge_step=step if saved else None)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    atomic_text(out / "config.json", json.dumps(asdict(cfg), indent=1))
     print(f"{policy.network.num_parameters():,} parameters; {len(sizes)} training crystals ({len(val_x)} val, {'held out' if cfg.hold_out_val else 'trained on'}); {steps_per_epoch} steps per epoch")
 
     bar = tqdm(initial=start_epoch, total=cfg.epochs, desc="pretrain", unit="epoch", disable=not progress)

@@ -26,7 +26,10 @@ class RewardResult:
     reasons: list[str] | None = None
 
     def __post_init__(self) -> None:
-        self.values = np.asarray(self.values, dtype=float)
+        raw = np.asarray(self.values)
+        if raw.dtype.kind not in "biuf" or raw.ndim != 1:
+            raise ValueError(f"reward values must be one real number per crystal, got dtype {raw.dtype} and shape {raw.shape}")
+        self.values = raw.astype(float)
         n = len(self.values)
         self.ok = np.ones(n, dtype=bool) if self.ok is None else np.asarray(self.ok, dtype=bool)
         self.reasons = [""] * n if self.reasons is None else list(self.reasons)

@@ -7,6 +7,7 @@ local path or by hub name (`matgl.load_model` downloads it when the machine has 
 from __future__ import annotations
 
 import contextlib
+import json
 import functools
 import io
 import logging
@@ -20,10 +21,13 @@ import torch
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from ..crystal import MAX_ATOMS_PER_A3
+
 log = logging.getLogger(__name__)
 MAX_ABS_ENERGY_PER_ATOM = 50.0  # eV/atom; beyond this the model has left its training domain
 MAX_FORCE = 1000.0  # eV/Å
 CHGNET_MAX_Z = 94  # CHGNet's atom embedding covers H..Pu
+MAX_ATOMS = 100  # per crystal in one MLIP call; the shipped priors make at most 24
 CHGNET_TASKS = ("e", "ef", "em", "efs", "efsm")
 
 
@@ -73,7 +77,44 @@ def _chgnet(device: str):
 def _matgl_potential(name_or_path: str):
     import matgl
 
-    return matgl.load_model(Path(name_or_path) if Path(name_or_path).exists() else name_or_path)
+    path = Path(name_or_path)
+    if path.exists():
+        check_matgl_dir(path)
+        return matgl.load_model(path)
+    return matgl.load_model(name_or_path)  # a hub name: trusted as matgl trusts its hub
+
+
+def check_matgl_dir(path: Path) -> None:
+    """Refuse a local matgl model directory that names a class outside matgl, before matgl builds anything.
+
+    matgl's loader imports the `@module`/`@class` named in model.json and in model.pt's constructor
+    arguments and calls it, so a crafted directory could run any installed class (subprocess.Popen).
+    """
+    missing = [name for name in ("model.json", "model.pt", "state.pt") if not (path / name).is_file()]
+    if missing:
+        raise MLIPError(f"{path} is not a matgl model directory: no {', '.join(missing)}")
+    try:
+        named = [json.loads((path / "model.json").read_text())]
+        named.append(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    except Exception as exc:
+        raise MLIPError(f"{path}: unreadable matgl model files ({type(exc).__name__}: {exc})") from None
+    outside = sorted({f"{m}.{c}" for m, c in _named_classes(named) if not (m == "matgl" or m.startswith("matgl."))})
+    if outside:
+        raise MLIPError(f"{path} names classes outside matgl ({', '.join(outside)}); refusing to load it")
+
+
+def _named_classes(obj) -> list[tuple[str, str]]:
+    """Every (@module, @class) pair inside nested dicts and lists."""
+    found = []
+    if isinstance(obj, dict):
+        if "@module" in obj or "@class" in obj:
+            found.append((str(obj.get("@module", "")), str(obj.get("@class", ""))))
+        for value in obj.values():
+            found += _named_classes(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            found += _named_classes(value)
+    return found
 
 
 class MLIP:
@@ -83,6 +124,8 @@ class MLIP:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_name = model
+        if not self.is_chgnet and Path(model).exists():
+            check_matgl_dir(Path(model))  # before anything runs, not at the first crystal
         self.device = device
         self.batch_size = batch_size  # crystals per model call: bounds the memory of neighbour graphs and autograd
 
@@ -103,7 +146,14 @@ class MLIP:
         return PESCalculator(_matgl_potential(self.model_name), stress_unit="eV/A3")
 
     def check_elements(self, structure: Structure) -> None:
-        """Raise MLIPError if the model cannot represent an element of `structure`."""
+        """Raise MLIPError if the model cannot take `structure`: an element it lacks, or a cell whose
+        neighbour graph would exhaust memory (more than `MAX_ATOMS` atoms, or crushed beyond
+        `crystal.MAX_ATOMS_PER_A3`), whoever built the reward."""
+        if len(structure) > MAX_ATOMS:
+            raise MLIPError(f"{len(structure)} atoms: more than the {MAX_ATOMS} an MLIP call takes here")
+        density = len(structure) / structure.volume if structure.volume > 0 else float("inf")
+        if density > MAX_ATOMS_PER_A3:
+            raise MLIPError(f"{density:.3f} atoms/Å^3 is a crushed cell (> {MAX_ATOMS_PER_A3}); its neighbour graph would exhaust memory")
         if self.is_chgnet:
             beyond = sorted({el.symbol for el in structure.composition.elements if el.Z > CHGNET_MAX_Z})
             if beyond:

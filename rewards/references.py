@@ -21,6 +21,7 @@ from pymatgen.core import Element, Lattice, Structure
 
 from ..crystal import MAX_ATOMS_PER_A3
 from ..datasets import cache_dir
+from ..files import atomic_text, read_cache, write_cache
 from .mlip import MLIP, MLIPError
 
 log = logging.getLogger(__name__)
@@ -81,23 +82,32 @@ def _files(mlip: MLIP) -> tuple[Path, Path]:
     return SHIPPED / f"{name}_elemental_references.json", cache_dir() / "references" / f"{name}.json"
 
 
+def _valid(values) -> bool:
+    return isinstance(values, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and np.isfinite(v) and abs(v) < 1e3 for k, v in values.items())
+
+
 def elemental_references(elements: Iterable[str], mlip: MLIP | None = None) -> dict[str, float]:
-    """eV/atom per element: shipped values, then the disk cache, then computed (and cached)."""
+    """eV/atom per element: shipped values, then the disk cache for elements the package does not ship, then computed (and cached).
+
+    The cache only adds elements: it never overrides a shipped value. To use other values, pass them
+    explicitly (`FormationEnergy(references={...})`).
+    """
     mlip = mlip or MLIP()
     shipped, cached = _files(mlip)
-    known: dict[str, float] = {}
-    for path in (shipped, cached):
-        if path.exists():
-            known.update(json.loads(path.read_text()))
+    known: dict[str, float] = json.loads(shipped.read_text()) if shipped.exists() else {}
+    computed = read_cache(cached, lambda p: json.loads(p.read_text()), _valid) or {}
+    clashing = sorted(s for s in computed if s in known and computed[s] != known[s])
+    if clashing:
+        log.warning("%s: ignoring its values for %s, which the package ships; pass references= to override them", cached, ", ".join(clashing))
+    known = {**{s: v for s, v in computed.items() if s not in known}, **known}
     missing = [e for e in elements if e not in known]
     if missing:
         for symbol in missing:
             start = time.perf_counter()
             known[symbol] = compute_reference(symbol, mlip)
             log.warning("%s: no shipped %s reference energy; computed it once (%.0f s), cached in %s", symbol, mlip.model_name, time.perf_counter() - start, cached)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        previous = json.loads(cached.read_text()) if cached.exists() else {}
-        cached.write_text(json.dumps({**previous, **{s: known[s] for s in missing}}, indent=1, sort_keys=True))
+        kept = {**{s: v for s, v in computed.items() if s not in clashing}, **{s: known[s] for s in missing}}
+        write_cache(cached, lambda handle: handle.write(json.dumps(kept, indent=1, sort_keys=True).encode()))
     return {e: known[e] for e in elements}
 
 
@@ -112,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     for symbol in args.elements:
         values[symbol] = compute_reference(symbol, mlip)
         print(f"{symbol}: {values[symbol]:.4f} eV/atom", flush=True)
-        shipped.parent.mkdir(parents=True, exist_ok=True)
-        shipped.write_text(json.dumps(values, indent=1, sort_keys=True))
+        atomic_text(shipped, json.dumps(values, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

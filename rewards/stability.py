@@ -12,10 +12,16 @@ from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
 
 from ..crystal import MatchIndex, unique_indices
+from ..files import read_cache, write_cache
 from .base import PropertySource
 from .mlip import MLIP
 from .properties import EnergyPerAtom, MLIPSource
 from .references import elemental_references
+
+
+def _energy(value) -> bool:
+    """What a hull cache may hold per crystal: a finite energy in eV/atom, or None for a crystal the MLIP failed on."""
+    return value is None or (isinstance(value, (int, float)) and bool(np.isfinite(value)) and abs(value) < 1e3)
 
 
 class ConvexHull:
@@ -38,13 +44,12 @@ class ConvexHull:
         from ..datasets import cache_dir as default_cache
 
         path = Path(cache_dir or default_cache() / "hulls") / f"{key}.json"
-        if path.exists():
-            energies = json.loads(path.read_text())
-        else:
+        n = len(self.reference)
+        energies = read_cache(path, lambda p: json.loads(p.read_text()), lambda e: isinstance(e, list) and len(e) == n and all(_energy(v) for v in e))
+        if energies is None:
             values = EnergyPerAtom(self.mlip)(self.reference).values  # a failing reference crystal is left out
             energies = [float(v) if np.isfinite(v) else None for v in values]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(energies))
+            write_cache(path, lambda handle: handle.write(json.dumps(energies).encode()))
         return [PDEntry(s.composition, e * len(s)) for s, e in zip(self.reference, energies) if e is not None]
 
     def diagram(self, composition: Composition) -> PhaseDiagram:

@@ -56,9 +56,11 @@ def test_bulk_modulus_of_diamond_is_superhard(mlip):
 def test_relaxation_timeout_and_explosion_are_reported(mlip):
     with pytest.raises(MLIPError, match="timed out"):
         mlip.relax(perovskite(), timeout_s=0.0)
-    squeezed = Structure(Lattice.cubic(2.0), ["Sr", "Ti", "O", "O", "O"], perovskite().frac_coords)
-    result = EnergyPerAtom(mlip, relax=True, timeout_s=0.0)([squeezed])
-    assert not np.isfinite(result.values[0]) and "timed out" in result.reasons[0]
+    squeezed = Structure(Lattice.cubic(3.0), ["Sr", "Ti", "O", "O", "O"], perovskite().frac_coords)
+    crushed = Structure(Lattice.cubic(2.0), ["Sr", "Ti", "O", "O", "O"], perovskite().frac_coords)
+    result = EnergyPerAtom(mlip, relax=True, timeout_s=0.0)([squeezed, crushed])
+    assert not np.isfinite(result.values).any() and "timed out" in result.reasons[0]
+    assert "crushed cell" in result.reasons[1]  # refused before the MLIP builds its neighbour graph, whoever built the reward
 
 
 def test_cached_chgnet_reward_reuses_evaluations(mlip):

@@ -163,7 +163,7 @@ def cmd_envs(args) -> int:
     from .envs.registration import CUSTOM_ID
     from .envs.tasks import TASKS
 
-    rows = [(t.env_id, t.prior, t.reward, t.target, t.cost, "experimental" if t.experimental else "benchmark") for t in TASKS.values()]
+    rows = [(t.env_id, t.prior, _label(t.reward), t.target, t.cost, _status(t)) for t in TASKS.values()]
     rows.append((CUSTOM_ID, "any (prior=...)", "any (reward=...)", "yours", "yours", ""))
     header = ("id", "prior", "reward", "target", "cost", "status")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
@@ -176,6 +176,15 @@ def cmd_envs(args) -> int:
     return 0
 
 
+def _status(task) -> str:
+    return "experimental" if task.experimental else ("registered by you" if task.cost == "yours" else "benchmark")
+
+
+def _label(reward) -> str:
+    """A reward as `latticegym envs` names it: its registered name, path or factory name."""
+    return reward if isinstance(reward, str) else ("a config" if isinstance(reward, dict) else getattr(reward, "__name__", type(reward).__name__))
+
+
 def print_guards(tasks) -> None:
     """Each family's guards with their thresholds and the share of real crystals and prior samples they refuse."""
     from .benchmarks.guard_thresholds import shares
@@ -184,7 +193,8 @@ def print_guards(tasks) -> None:
     measured = shares()
     families: dict[str, list] = {}
     for t in tasks:
-        families.setdefault(t.prior, []).append(t)
+        if t.cost != "yours":  # a task of your own has the guards its reward sets
+            families.setdefault(t.prior, []).append(t)
     print("\nGuards, before any property is computed; refused: share of the prior's real crystals / of 256 of its samples")
     print("(`python -m latticegym.benchmarks.guard_thresholds`):")
     for prior, members in families.items():
@@ -219,7 +229,7 @@ TRAIN_OPTIONS = {
 
 def train_config(args):
     """The TrainConfig of `latticegym train`: the options given, over the checkpoint's settings on --resume."""
-    from .agents.trainer import TrainConfig, saved_config
+    from .agents.trainer import TrainConfig, saved_state
 
     given = {field: getattr(args, option) for option, field in TRAIN_OPTIONS.items() if getattr(args, option) is not None}
     if args.set:
@@ -227,7 +237,7 @@ def train_config(args):
     if args.plugin:
         given["plugins"] = tuple(args.plugin)
     if args.resume:
-        saved = saved_config(args.out)
+        saved = saved_state(args.out)["config"]
         return TrainConfig(**{**saved, **given})
     if "env_id" not in given:
         raise ValueError("--env is required (or --resume to continue the run in --out)")

@@ -132,12 +132,12 @@ def run_task(cfg: TrainConfig) -> Task:
     return replace(task, prior=cfg.prior) if cfg.prior else task
 
 
-def saved_config(out: str | Path) -> dict:
-    """The settings a run in `out` was started with, from its checkpoint (what `--resume` continues)."""
+def saved_state(out: str | Path) -> dict:
+    """What the checkpoint of the run in `out` holds (its `config` is what `--resume` continues with)."""
     path = Path(out) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-    return from_plain(load_checkpoint(path))["config"]
+    return from_plain(load_checkpoint(path))
 
 
 def _warn_costs(task: Task, cfg: TrainConfig) -> None:
@@ -263,9 +263,7 @@ class Trainer:
     def load(self) -> str | None:
         """Restore the state of OUT/checkpoint.pt (or its .prev if it is corrupt); returns the W&B run id."""
         path = self.out / CHECKPOINT
-        if not path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        state = from_plain(load_checkpoint(path))
+        state = saved_state(self.out)
         saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb", "ray_address", "ray_workers", "plugins")}
         ours = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         diff = {k: (saved[k], ours[k]) for k in saved if saved[k] != ours[k]}

@@ -264,25 +264,15 @@ class RunLock:
 
     The lock is an `flock` on `DIR/.lock`, which the kernel drops when the holder exits, even on
     SIGKILL, so a killed run never leaves a stale lock. The file names the holder's pid and command.
-    A process that holds a directory may take it again (the benchmark runner holds a run until its
-    summary is written, around the trainer's own lock); it is released when the outermost holder lets go.
     """
-
-    _held: dict[Path, int] = {}  # directories this process holds, and how many times
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self._handle = None
-        self._nested = False
 
     def acquire(self) -> RunLock:
         """Take the lock or raise RunLockedError naming the process that holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        key = self.folder.resolve()
-        if key in RunLock._held:
-            RunLock._held[key] += 1
-            self._nested = True
-            return self
         handle = open(self.folder / LOCK_NAME, "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -296,17 +286,10 @@ class RunLock:
         handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
         handle.flush()
         self._handle = handle
-        RunLock._held[key] = 1
         return self
 
     def release(self) -> None:
         """Drop the lock (also dropped when the process exits)."""
-        key = self.folder.resolve()
-        if self._nested:
-            RunLock._held[key] -= 1
-            self._nested = False
-            return
-        RunLock._held.pop(key, None)
         if self._handle is not None:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()

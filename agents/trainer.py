@@ -8,6 +8,7 @@ continues with the next iteration as if nothing happened.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -285,9 +286,10 @@ class Trainer:
         return state["wandb_id"]
 
     # ------------------------------------------------------------------ the loop
-    def run(self, resume: bool = False, progress: bool = True) -> Path:
-        """Run (or with `resume`, continue) to `cfg.iterations`, holding the run directory's lock throughout."""
-        with RunLock(self.out):
+    def run(self, resume: bool = False, progress: bool = True, lock: bool = True) -> Path:
+        """Run (or with `resume`, continue) to `cfg.iterations`, holding the run directory's lock throughout
+        (`lock=False`: the caller holds it, as the benchmark runner does until a run's summary is written)."""
+        with RunLock(self.out) if lock else contextlib.nullcontext():
             for path in clear_temporaries(self.out):
                 print(f"removed {path}, left by a save that was killed", file=sys.stderr)
             wandb_id = self.load() if resume else None

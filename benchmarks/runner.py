@@ -210,7 +210,7 @@ def _train_and_summarise(task: BenchTask, agent: str, seed: int, run_dir: Path, 
         diversity=task.diversity,
         ray_address=cfg.ray_address,
     )
-    Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False)
+    Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False, lock=False)  # run_one holds the lock
     name = task.task.name
     if name not in sun_by_task:
         spec = load_prior(task.task.prior, num_steps=1).spec

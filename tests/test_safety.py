@@ -250,11 +250,11 @@ def test_a_reference_without_readable_rows_is_refused(tmp_path):
 
 def test_resume_accepts_the_same_reference_at_another_path_only(tmp_path):
     # A run moved between machines finds its data elsewhere; different data is still refused.
-    from helpers import rocksalt
-
     first, moved, other = tmp_path / "a.csv", tmp_path / "moved" / "a.csv", tmp_path / "b.csv"
     moved.parent.mkdir()
-    for path, s in ((first, perovskite()), (moved, perovskite()), (other, rocksalt())):
+    barium = perovskite()
+    barium.replace_species({"Sr": "Ba"})
+    for path, s in ((first, perovskite()), (moved, perovskite()), (other, barium)):
         path.write_text(f"material_id,cif\nx,\"{s.to(fmt='cif')}\"\n")
     Trainer(replace(TINY, out=str(tmp_path / "run"), iterations=1, novelty_reference=str(first))).run(progress=False)
     Trainer(replace(TINY, out=str(tmp_path / "run"), novelty_reference=str(moved))).run(resume=True, progress=False)

@@ -76,6 +76,8 @@ CLI_CASES = [
     ("pretrain: only an unknown element", lambda t: [str(_csv(t, "only_xx.csv", [structure_to_cif(perovskite()).replace("Sr", "Xx")]))], ["pretrain", "--out", "p", "--epochs", "1", "--data"], 1, "no usable crystals", ["p/prior.pt"]),
     ("train: seed -1", None, ["train", "--env", "PerovskiteLowHHI", "--out", "r", "--seed", "-1"], 2, "--seed", ["r"]),
     ("train: --set lr=1e300", None, ["train", "--env", "PerovskiteLowHHI", "--out", "r", "--set", "lr=1e300"], 1, "lr must be in (0, 1]", ["r/checkpoint.pt"]),
+    ("train: 10^9 evaluation samples", None, ["train", "--env", "PerovskiteLowHHI", "--out", "r", "--evaluate", "1000000000"], 2, "--evaluate", ["r"]),
+    ("bench: a million seeds", None, ["bench", "--seeds", "1000000", "--out", "b"], 2, "--seeds", ["b"]),
     ("bench: no agents", None, ["bench", "--agents", "", "--out", "b"], 1, "--agents names no agent", ["b"]),
     ("bench: tabulate a missing folder", None, ["bench", "--tabulate", "--out", "missing"], 1, "missing does not exist", ["missing"]),
     ("bench: a missing --data", None, ["bench", "--data", "/nonexistent", "--out", "b"], 1, "--data /nonexistent: no such folder", ["b"]),

@@ -90,6 +90,7 @@ def catalogue() -> dict[str, Structure]:
         "NiTiO3 in a nearly flat cell": sheared(on_perovskite_sites(LOW_HHI_OXIDE), (5, 6, 0)),
         "NiTiO3 in a cell with a 27.6 Å edge": sheared(on_perovskite_sites(LOW_HHI_OXIDE), (7, 0, 0)),
         "ScCoO2F at 0.4x volume": crushed(on_perovskite_sites(["Sc", "Co", "O", "O", "F"]), 0.4),
+        "ScAlO2F at 0.4x volume": crushed(on_perovskite_sites(["Sc", "Al", "O", "O", "F"]), 0.4),
         "MnFeO3 at 0.6x volume": crushed(on_perovskite_sites(["Mn", "Fe", "O", "O", "O"]), 0.6),
         "SrTiO3 at 0.17x volume": crushed(on_perovskite_sites(["Sr", "Ti", "O", "O", "O"]), 0.17),
         "NiTiO3 gas in a 25 Å cube": on_perovskite_sites(LOW_HHI_OXIDE, 25.0),

@@ -48,6 +48,7 @@ WITNESSES = [
     ("generic", "min_elements", "O5 in a 3.03 Å cube"),
     ("generic", "compositional_validity", "Li2F3 (not charge balanced)"),
     ("perov_5", "anions", "Fe4Co alloy, 2.0 Å contacts"),
+    ("perov_5", "max_atoms_per_a3", "ScAlO2F at 0.4x volume"),
     ("carbon_24", "neighbour_range", "carbon with a 1.05 Å C-C contact at 3.6 g/cm^3"),
     ("carbon_24", "coordination", "carbon chains 2.06 Å apart at 3.6 g/cm^3"),
 ]
@@ -81,6 +82,7 @@ LOAD_BEARING = [
     ("PerovskiteLowHHI", {"max_vacuum_gap": None}, "NiTiO3 slab with 10 Å of vacuum"),
     ("PerovskiteLowHHI", {"max_cell_edge": None}, "NiTiO3 in a cell with a 27.6 Å edge"),
     ("PerovskiteLowHHI", {"structural_validity": False}, "NiTiO3 in a nearly flat cell"),
+    ("PerovskiteBandGap", {"max_atoms_per_a3": 0.25}, "ScAlO2F at 0.4x volume"),  # the perovskite family's 0.18 relaxed to the generic bound
     ("PerovskiteMagnet", {"anions": None}, "Fe4Co alloy, 2.0 Å contacts"),
     ("PerovskiteMagnet", {"anions": None}, "AlFe4 alloy, 2.0 Å contacts"),
     ("CarbonDensity", {"neighbour_range": None}, "carbon with a 1.05 Å C-C contact at 3.6 g/cm^3"),

@@ -166,3 +166,19 @@ def test_experimental_tasks_and_slow_settings_warn_at_train_time(tmp_path):
         Trainer(TrainConfig(env_id="CarbonDensity", batch_size=2, steps=3, out=str(tmp_path / "c")))
     with pytest.warns(UserWarning, match="rwkl runs MatInvent's released update"):
         Trainer(TrainConfig(env_id="PerovskiteLowHHI", agent="rwkl", batch_size=2, steps=3, out=str(tmp_path / "r")))
+
+
+def test_a_reward_resolves_from_a_name_a_factory_path_a_yaml_file_a_dict_or_an_object(tmp_path):
+    from latticegym.rewards.composite import CompositeReward
+    from latticegym.rewards.registry import resolve
+
+    config = "objectives:\n  - source: hhi\n    shaping: {kind: descending, lo: 1250, hi: 5000}\n"
+    (tmp_path / "r.yaml").write_text(config)
+    built = [resolve("low_hhi"), resolve("latticegym.rewards.library:low_hhi", max_hhi=1000.0), resolve(str(tmp_path / "r.yaml"))]
+    assert all(isinstance(r, CompositeReward) for r in built)
+    assert resolve({"objectives": [{"source": "hhi"}]}).objectives[0].name == "hhi"
+    assert resolve(built[0]) is built[0]
+    with pytest.raises(ValueError, match="cannot import 'nothing'"):
+        resolve("latticegym.rewards.library:nothing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve(str(tmp_path / "missing.yaml"))

@@ -13,7 +13,8 @@ class BenchTask:
 
     Attributes:
         env_id: the registered task id.
-        budget: property evaluations; a run stops at the first iteration that reaches it.
+        budget: property evaluations a run is planned for: it runs `iterations` = budget / batch_size
+            iterations (rounded up), so an agent whose guards or choices spare evaluations spends fewer.
         batch_size: crystals per iteration.
         steps: T.
         agent_options: agent name -> options for its config dataclass.
@@ -23,7 +24,7 @@ class BenchTask:
     """
 
     env_id: str
-    budget: int  # property evaluations; a run stops at the first iteration that reaches it
+    budget: int  # property evaluations planned: iterations = ceil(budget / batch_size)
     batch_size: int = 64
     steps: int = 100
     agent_options: dict = field(default_factory=dict)  # agent name -> options for its config dataclass

@@ -37,6 +37,7 @@ MAX_VACUUM_GAP = 3.5  # Å
 # MatInvent's `invalid_filter` (pipeline/filters/opt_filter.py) refuses any cell edge of 25 Å or more;
 # the longest edge in the shared data is 5.6 Å (perov_5), 12.3 Å (carbon_24).
 MAX_CELL_EDGE = 25.0  # Å
+MAX_ATOMS = 1000  # atoms per crystal latticegym reads or samples; the shared data has at most 24
 MIN_VOLUME = 0.1  # Å^3
 MIN_SHAPE_FACTOR = 0.05  # V / (abc); a flat cell has 0, a cube 1
 MAX_LENGTH = 1000.0  # Å; longer lattice vectors mean the sampler exploded

@@ -22,7 +22,7 @@ import pandas as pd
 from pymatgen.core import Element, Structure
 from tqdm import tqdm
 
-from .crystal import canonical, lattice_validity, structure_from_cif, structure_to_cif
+from .crystal import MAX_ATOMS, canonical, lattice_validity, structure_from_cif, structure_to_cif
 from .files import atomic_text
 
 KNOWN_DATASETS = {
@@ -32,7 +32,6 @@ KNOWN_DATASETS = {
     "mpts_52": "https://raw.githubusercontent.com/jiaor17/DiffCSP/main/data/mpts_52/{split}.csv",
 }
 SPLITS = ("train", "val", "test")
-MAX_ATOMS = 1000  # per crystal; the shared data has at most 24, CHGNet's graphs beyond this cost gigabytes
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # what pretraining, the band-gap predictor and `evaluate --*-split` use
 
 

@@ -238,8 +238,9 @@ def _structure(text: str) -> Structure:
         raise CheckpointError(f"a saved structure is malformed ({type(exc).__name__}: {exc})") from None
     for props in properties:
         for name, value in props.items():
-            if "@module" in json.dumps(value) or "@class" in json.dumps(value):
-                raise CheckpointError(f"a saved structure's site property {name!r} names a class ({json.dumps(value)[:80]}); refusing to import it")
+            text = json.dumps(value)
+            if "@module" in text or "@class" in text:
+                raise CheckpointError(f"a saved structure's site property {name!r} names a class ({text[:80]}); refusing to import it")
     names = sorted({k for props in properties for k in props})
     site_properties = {k: [props.get(k) for props in properties] for k in names}
     return Structure(matrix, species, coords, site_properties=site_properties)

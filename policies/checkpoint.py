@@ -6,7 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..files import CheckpointError, atomic_save, load_checkpoint, non_finite
-from .diffusion import MAX_ATOMS, DiffusionPolicy, PriorSpec
+from ..crystal import MAX_ATOMS
+from .diffusion import DiffusionPolicy, PriorSpec
 from .network import DenoiserConfig
 
 SHIPPED = Path(__file__).parent / "checkpoints"
@@ -44,10 +45,8 @@ def policy_from_payload(payload: dict, num_steps: int = 100, device="cpu", sourc
         raise CheckpointError(f"{source} is not a latticegym prior: {type(exc).__name__}: {str(exc)[:300]}") from exc
     if not spec.num_atoms or not all(1 <= n <= MAX_ATOMS for n in spec.num_atoms):
         raise CheckpointError(f"{source} asks for crystals of {max(spec.num_atoms, default=0)} atoms; latticegym handles 1..{MAX_ATOMS}")
-    if not 1 <= num_steps <= spec.num_timesteps:
-        raise ValueError(f"steps must be in 1..{spec.num_timesteps}, the training timesteps of {source}; got {num_steps}")
     try:
-        policy = DiffusionPolicy(spec, DenoiserConfig(**payload["denoiser"]), num_steps=num_steps)
+        policy = DiffusionPolicy(spec, DenoiserConfig(**payload["denoiser"]), num_steps=1)
         policy.network.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -55,6 +54,7 @@ def policy_from_payload(payload: dict, num_steps: int = 100, device="cpu", sourc
     bad = non_finite(payload["state_dict"])
     if bad:
         raise CheckpointError(f"{source} has non-finite weights (NaN or inf) in {len(bad)} tensors, e.g. {bad[0]}; it cannot be sampled")
+    policy.set_num_steps(num_steps)  # outside the try: a step count the prior cannot take is the caller's error, not the file's
     return policy.to(check_device(device)).eval()
 
 

@@ -144,7 +144,6 @@ def _normal_log_prob(x, mean, std):
 
 
 MAX_CORRECTORS = 100  # corrector steps per level; an episode has steps x (1 + correctors) actions
-MAX_ATOMS = 1000  # atoms per crystal a checkpoint may ask for; the shipped priors go to 24
 
 
 @dataclass

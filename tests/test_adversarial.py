@@ -11,7 +11,7 @@ from latticegym.envs.tasks import TASKS, get_task
 from latticegym.rewards.composite import Guards
 from latticegym.rewards.registry import make
 
-FAMILY_TASK = {"perov_5": "PerovskiteLowHHI", "carbon_24": "CarbonDensity"}  # cheap tasks that carry each family's guards
+FAMILY_TASK = guard_thresholds.FAMILY_TASK
 
 
 @pytest.fixture(scope="module")

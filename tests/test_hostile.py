@@ -16,12 +16,12 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from helpers import perovskite
+from test_cli import PEAK_RSS
 
 from latticegym.crystal import structure_to_cif
 from latticegym.datasets import write_csv
 from latticegym.files import atomic_save, load_checkpoint
 
-PEAK_RSS = "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
 FOUR_GB = 4 * 1024**2  # kB
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -223,7 +223,8 @@ def _options(pairs: list[str]) -> dict[str, str]:
 # train's options and the TrainConfig fields they set; an option left out keeps the config's default,
 # or on --resume the checkpoint's setting.
 TRAIN_OPTIONS = {
-    "env": "env_id", "agent": "agent", "iterations": "iterations", "batch_size": "batch_size", "steps": "steps",
+    "env": "env_id", "agent": "agent", "iterations": "iterations", "batch_size": "batch_size", "budget": "budget", "steps": "steps",
+    "screen": "screen", "relax": "relax", "hull_references": "hull_references",
     "correctors": "correctors", "seed": "seed", "out": "out", "device": "device", "wandb": "wandb", "reference": "novelty_reference",
     "diversity": "diversity", "ray_address": "ray_address", "rollout_workers": "rollout_workers", "prior": "prior", "reward": "reward",
 }  # fmt: skip
@@ -250,11 +251,16 @@ def cmd_train(args) -> int:
     from .agents.trainer import Trainer, evaluate_policy
 
     cfg = train_config(args)
-    print(f"{cfg.agent} on {cfg.env_id}: {cfg.iterations} iterations of {cfg.batch_size} crystals, T = {cfg.steps}; run directory {cfg.out}", file=sys.stderr)
     if not cfg.novelty_reference:
-        print("novelty will be logged as nan: pass --reference with a CSV of known crystals (e.g. the prior's training file) to compute it", file=sys.stderr)
+        print("no --reference: the screen cannot check novelty and logs it as nan; pass the prior's training file (e.g. perov_5_val.csv.gz) to screen and count novel crystals", file=sys.stderr)
     trainer = Trainer(cfg)
-    before = evaluate_policy(trainer.prior, cfg.env_id, args.evaluate, label="prior") if args.evaluate and not args.resume else None
+    budget = f"until {cfg.budget} property evaluations or " if cfg.budget else ""
+    print(
+        f"{cfg.agent} on {cfg.env_id}: {budget}{cfg.iterations} iterations, each a pool of {trainer.pool_size} crystals, screened "
+        f"({'relaxed' if cfg.relax else 'single-point'} E_hull), at most {trainer.batch_size} evaluated; T = {cfg.steps}; run directory {cfg.out}",
+        file=sys.stderr,
+    )
+    before = evaluate_policy(trainer.prior, trainer.task, args.evaluate, label="prior", known=trainer.known, relax=cfg.relax) if args.evaluate and not args.resume else None
     try:
         out = trainer.run(resume=args.resume)
     except KeyboardInterrupt:
@@ -267,13 +273,13 @@ def cmd_train(args) -> int:
     print(f"logs: {out / 'metrics.csv'}, {out / 'tensorboard'}; best crystals: {out / 'best.csv'}; every crystal: {out / 'evaluated.csv'}")
     print(f"fine-tuned policy: {out / 'policy.pt'} (latticegym sample --prior {out / 'policy.pt'} ...)")
     if args.evaluate:
-        after = evaluate_policy(trainer.policy, cfg.env_id, args.evaluate, label="fine-tuned policy")
+        after = evaluate_policy(trainer.policy, trainer.task, args.evaluate, label="fine-tuned policy", known=trainer.known, relax=cfg.relax)
         rows = [("prior", before)] if before else []
         rows.append(("fine-tuned", after))
-        print(f"{args.evaluate} fresh samples each, task reward without diversity filter:")
-        print(f"{'':12s}{'success':>9s}{'reward':>9s}{'unique':>9s}")
+        print(f"{args.evaluate} fresh samples each, task reward without diversity filter (SUN success needs --reference):")
+        print(f"{'':12s}{'success':>9s}{'SUN succ':>9s}{'reward':>9s}{'unique':>9s}")
         for name, m in rows:
-            print(f"{name:12s}{m['success_rate']:9.3f}{m['reward_mean']:9.3f}{m['uniqueness']:9.3f}")
+            print(f"{name:12s}{m['success_rate']:9.3f}{m['sun_success']:9.3f}{m['reward_mean']:9.3f}{m['uniqueness']:9.3f}")
     return 0
 
 
@@ -388,11 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
     p.add_argument("--env", help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`), or LatticeGym/Custom-v0 with --prior and --reward")
-    p.add_argument("--agent", choices=["ppo", "rwkl", "reinforce", "active", "prior"], help="RL algorithm; 'active' evaluates only the samples a reward surrogate ranks best, 'prior' samples without updating, the floor (default: ppo)")
+    p.add_argument("--agent", choices=["ppo", "matinvent", "rwkl", "reinforce", "active", "prior"], help="RL algorithm; 'matinvent' is MatInvent's released pipeline, 'rwkl' its update alone, 'active' evaluates only the samples a reward surrogate ranks best, 'prior' samples without updating, the floor (default: ppo)")
     p.add_argument("--prior", help="fine-tune this prior instead of the task's: a shipped prior's name, a .pt file, or a `pretrain` or `train` run directory")
     p.add_argument("--reward", help="LatticeGym/Custom-v0's reward: a registered name, module:attr naming a factory, or a YAML/JSON reward config")
-    p.add_argument("--iterations", type=ROUNDS, help="RL iterations, one batch each (default: 30)")
-    p.add_argument("--batch-size", type=BATCH, help="crystals sampled per iteration (default: 64)")
+    p.add_argument("--iterations", type=ROUNDS, help="RL iterations at most (default: 30)")
+    p.add_argument("--batch-size", type=BATCH, help="E: the most crystals evaluated per iteration, from a pool of E x the agent's pool factor (default: the agent's, 64; matinvent 16)")
+    p.add_argument("--budget", type=CRYSTALS, help="stop once this many property evaluations are spent (default: off)")
+    p.add_argument("--screen", action=argparse.BooleanOptionalAction, default=None, help="evaluate only crystals that pass the screen: guards, unique, novel (with --reference), E_hull <= 0.1 eV/atom (default: on)")
+    p.add_argument("--relax", action=argparse.BooleanOptionalAction, default=None, help="the screen relaxes each crystal with CHGNet (ASE FIRE) before E_hull; off: a single point (default: off)")
+    p.add_argument("--hull-references", type=CRYSTALS, help="training crystals in the screen's MLIP hull (default: all of --reference)")
     p.add_argument("--steps", type=STEPS, help="reverse-diffusion steps T (default: 100)")
     p.add_argument("--correctors", type=CORRECTORS, help="Langevin corrector steps before each predictor step; episodes have steps x (1 + correctors) actions (default: 0)")
     p.add_argument("--seed", type=SEED, help="seed of sampling and updates (default: 0)")

@@ -325,12 +325,21 @@ def unique_indices(structures: Sequence[Structure], progress: bool = False) -> l
 class MatchIndex:
     """Known structures, reduced once, to ask which new ones match any of them (StructureMatcher defaults)."""
 
-    def __init__(self, known: Sequence[Structure]):
-        self.reduced, keys = _match_keys(known)
+    def __init__(self, known: Sequence[Structure] = ()):
+        self.reduced: list[Structure] = []
         self.by_key: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for j, key in enumerate(keys):
-            self.by_key[key].append(j)
         self.matcher = StructureMatcher()
+        self.add(known)
+
+    def __len__(self) -> int:
+        return len(self.reduced)
+
+    def add(self, structures: Sequence[Structure]) -> None:
+        """Make `structures` known too (a run's history grows this way)."""
+        reduced, keys = _match_keys(structures)
+        for s, key in zip(reduced, keys):
+            self.by_key[key].append(len(self.reduced))
+            self.reduced.append(s)
 
     def contains(self, structures: Sequence[Structure], progress: bool = False) -> np.ndarray:
         """For each structure, whether it matches (StructureMatcher) a known structure of the same formula."""

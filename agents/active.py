@@ -1,10 +1,10 @@
 """Active learning on the policy's own samples: sample more crystals than the budget evaluates, send
 the true reward only those a surrogate of the reward ranks best, and update with PPO on those.
 
-Per iteration the trainer samples `oversample` x batch crystals and asks `select` for a batch:
-- crystals the reward's guards refuse cost no evaluation and are left out first;
+Per iteration the trainer samples a pool of `oversample` x E crystals and screens it
+(agents/pipeline.py); `select` then chooses at most E of the survivors:
 - until the surrogate has seen `min_train` evaluated crystals, and always with `acquisition="random"`
-  (the ablation), the batch is drawn at random;
+  (the ablation), at random;
 - otherwise each crystal gets `draws` reward samples from the surrogate's predictive normals, pushed
   through the reward's own shaping; the acquisition is their mean (the expected reward, which already
   credits uncertainty where the shaping is nonlinear, as near a success threshold) plus `kappa` std
@@ -17,11 +17,14 @@ Per iteration the trainer samples `oversample` x batch crystals and asks `select
   evaluation is spent on a formula the run has used up.
 Only evaluated crystals reach PPO and the surrogate, so surrogate scores never enter any count.
 
-An acquired batch is no random sample of the policy: normalised against its own mean, as PPO does,
-half of a batch of near-successes would be pushed down. With `baseline="pool"` the advantages are
-taken against the whole pool instead: the mean and std of its estimated rewards, which are the true
-reward for evaluated crystals, 0 for refused ones and the surrogate's expected reward for the rest.
-The surrogate so sets only the baseline; the pushes come from true rewards alone.
+The baseline. With `baseline="batch"` (the default) PPO normalises the evaluated batch against its
+own mean: every crystal of one true reward gets one advantage, whoever chose it, so two crystals of
+equal reward are never pushed apart, and what the surrogate prefers is not raised for being
+preferred. `baseline="pool"` (the labelled variant `active-pool`) judges the batch against the
+whole pool's estimated rewards (true where evaluated, the surrogate's elsewhere). That baseline does
+not drop out of the expected gradient: with s(x) the chance of being chosen it adds -b grad E[s(x)],
+so it raises whatever the surrogate prefers as well as what the reward prefers
+(tests/test_active.py has the two-arm toy).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from ..rewards.filters import DiversityFilter
 from ..rewards.surrogate import RewardSurrogate, SurrogateConfig
 from .options import check_ranges
 from .ppo import PPO, PPOConfig
-from .rollout import Rollout, Trajectories
+from .pipeline import Pool, Selection
+from .rollout import Rollout
 
 
 DISTRUST = 1.0  # std weight subtracted from the score of a crystal outside the surrogate's trusted region
@@ -55,7 +59,8 @@ class ActiveConfig(PPOConfig):
         draws: reward samples per crystal from the surrogate.
         max_per_formula: most crystals of one reduced formula (the diversity filter's key) per evaluated batch.
         min_train: evaluated crystals the surrogate needs before it ranks anything.
-        baseline: "pool" (advantages against the whole pool's estimated rewards) or "batch" (PPO's own).
+        baseline: "batch" (PPO's own, unbiased for the selection) or "pool" (against the whole pool's
+            estimated rewards, which also raises what the surrogate prefers; see the module docstring).
         surrogate_scored: crystals of the pool not evaluated, drawn at random, that join the update
             with the surrogate's reward (needs the pool baseline).
     """
@@ -66,7 +71,7 @@ class ActiveConfig(PPOConfig):
     draws: int = 32
     max_per_formula: int = 3
     min_train: int = 32
-    baseline: str = "pool"
+    baseline: str = "batch"
     surrogate_scored: int = 0
 
     def __post_init__(self):
@@ -92,18 +97,18 @@ class ActiveLearning:
 
     name = "active"
     default_diversity: dict | None = None
+    batch_size = 64
+    learns_from_screened = False  # PPO on the evaluated batch alone: it is what the acquisition chose
 
     def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: ActiveConfig | None = None, seed: int = 0):
         self.cfg = config or ActiveConfig()
         self.ppo = PPO(policy, prior, PPOConfig(**{f.name: getattr(self.cfg, f.name) for f in fields(PPOConfig)}), seed=seed)
-        self.oversample = self.cfg.oversample
+        self.pool_factor = self.cfg.oversample
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.reward = None
         self.diversity: DiversityFilter | None = None
         self.surrogate: RewardSurrogate | None = None
-        self.pool_estimate: tuple[np.ndarray, np.ndarray] | None = None  # (estimated rewards, chosen) of the last pool
-        self.extra: Trajectories | None = None  # surrogate-scored trajectories of the last pool
 
     def attach(self, reward) -> None:
         """Give the agent the task's reward: its guards, shaping and objectives (never its evaluations)."""
@@ -113,10 +118,11 @@ class ActiveLearning:
         self.diversity = next((f for f in reward.filters if isinstance(f, DiversityFilter)), None)
         self.surrogate = RewardSurrogate(reward, SurrogateConfig(min_train=self.cfg.min_train), seed=self.seed)
 
-    def select(self, structures: list, n: int, trajectories: Trajectories | None = None) -> np.ndarray:
-        """Indices of the `n` crystals of `structures` to evaluate; `trajectories` (the pool's) for surrogate-scored updates."""
-        refused = np.array([bool(r) for r in self.reward.screen(structures)])
-        passing = np.flatnonzero(~refused)
+    def select(self, pool: Pool, n: int) -> Selection:
+        """At most `n` of the pool's survivors to evaluate; with the pool baseline, the context holds its
+        estimated rewards (and the surrogate-scored trajectories) for `update`."""
+        structures = pool.structures
+        passing = pool.candidates
         keys, room, factor = self._outlook(structures)
         score, estimate, pessimistic = np.zeros(len(passing)), None, None
         if self.surrogate.ready and len(passing) and (self.cfg.acquisition == "ucb" or self.cfg.baseline == "pool"):
@@ -137,16 +143,17 @@ class ActiveLearning:
             if len(chosen) == n:
                 break
         taken = set(chosen)
-        rest = [i for i in order if i not in taken] + list(self.rng.permutation(np.flatnonzero(refused)))
-        chosen = np.array((chosen + rest)[:n], dtype=int)
-        self.pool_estimate = (estimate, chosen) if estimate is not None and self.cfg.baseline == "pool" else None
-        self.extra = None
-        if self.pool_estimate is not None and self.cfg.surrogate_scored and trajectories is not None:
-            others = np.setdiff1d(np.arange(len(structures)), chosen)
-            picked = self.rng.permutation(others)[: self.cfg.surrogate_scored]
-            self.extra = trajectories.index(picked.tolist())
-            self.extra.rewards = torch.as_tensor(pessimistic[picked], dtype=torch.float32, device=self.extra.rewards.device)
-        return chosen
+        chosen = np.array((chosen + [i for i in order if i not in taken])[:n], dtype=int)  # capped keys fill what room is left
+        context = {}
+        if estimate is not None and self.cfg.baseline == "pool":
+            context["pool_estimate"] = (estimate, chosen)
+            if self.cfg.surrogate_scored:
+                others = np.setdiff1d(np.arange(len(structures)), chosen)
+                picked = self.rng.permutation(others)[: self.cfg.surrogate_scored]
+                extra = pool.trajectories.index(picked.tolist())
+                extra.rewards = torch.as_tensor(pessimistic[picked], dtype=torch.float32, device=extra.rewards.device)
+                context["surrogate_scored"] = extra
+        return Selection(chosen, context)
 
     def _outlook(self, structures: list) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Keys, full-reward room and filter factor per crystal (formulas, no limit and 1 without a diversity filter)."""
@@ -155,19 +162,23 @@ class ActiveLearning:
             return [s.composition.reduced_formula for s in structures], np.full(n, self.cfg.max_per_formula), np.ones(n)
         return self.diversity.outlook(structures)
 
+    def baseline(self, rollout: Rollout) -> tuple[float, float] | None:
+        """(mean, std) to judge the batch against: None for the batch's own, or the pool's estimated rewards
+        with the evaluated crystals' true rewards in place."""
+        if "pool_estimate" not in rollout.context:
+            return None
+        estimate, chosen = rollout.context["pool_estimate"]
+        estimate = estimate.copy()
+        estimate[chosen] = rollout.result.values
+        return float(estimate.mean()), float(estimate.std())
+
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
-        result = rollout.result
-        baseline = None
-        if self.pool_estimate is not None:  # true rewards where evaluated, the surrogate's elsewhere
-            estimate, chosen = self.pool_estimate
-            estimate[chosen] = result.values
-            baseline = (float(estimate.mean()), float(estimate.std()))
-            self.pool_estimate = None
-        stats = self.surrogate.observe(rollout.structures, result.properties, result.ok)
-        stats.update(self.ppo.update(rollout, iteration, baseline, self.extra))
-        stats["surrogate_scored"] = float(len(self.extra)) if self.extra is not None else 0.0
-        self.extra = None
-        stats["pool_reward_estimate"] = baseline[0] if baseline is not None else float("nan")  # every row: metrics.csv keeps its first header
+        baseline = self.baseline(rollout)
+        extra = rollout.context.get("surrogate_scored")
+        stats = self.surrogate.observe(rollout.structures, rollout.result.properties, rollout.result.ok)
+        stats.update(self.ppo.update(rollout, iteration, baseline, extra))
+        stats["surrogate_scored"] = float(len(extra)) if extra is not None else 0.0
+        stats["pool_reward_estimate"] = baseline[0] if baseline is not None else float("nan")
         return stats
 
     def state_dict(self) -> dict:

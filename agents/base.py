@@ -7,20 +7,31 @@ from typing import Protocol
 import torch
 
 from ..policies import DiffusionPolicy, DiffusionState, StepDistribution
+from .pipeline import Pool, Selection
 from .rollout import Rollout, Trajectories
 
 
 class Agent(Protocol):
-    """What the trainer needs of an agent: `update` on a rollout, and a state for exact resume.
+    """What the trainer needs of an agent (agents/pipeline.py has the path it runs on).
 
-    `update(rollout, iteration)` returns the statistics to log (losses, KL, clip fraction...);
-    `default_diversity` is the reward-side diversity filter the agent's recipe expects (DiversityFilter
-    keyword arguments) or None.
+    - `select(pool, n)` picks at most `n` of the pool's candidates to evaluate and returns them with
+      whatever its `update` needs to know of the choice (`Selection.context`, handed on in `Rollout.context`);
+    - `update(rollout, iteration)` learns from the evaluated crystals (and, with `learns_from_screened`,
+      the screened-out ones at the failure reward) and returns the statistics to log;
+    - `attach(reward)` shows the agent the task's reward (guards, shaping, filters), never its evaluations;
+    - `state_dict`/`load_state_dict` for exact resume.
     """
 
     name: str
+    batch_size: int  # E when the run does not set it
+    pool_factor: int  # the pool holds E x pool_factor crystals
+    learns_from_screened: bool
     # Reward-side diversity filter the agent's recipe expects (DiversityFilter kwargs), or None.
     default_diversity: dict | None
+
+    def attach(self, reward) -> None: ...
+
+    def select(self, pool: Pool, n: int) -> Selection: ...
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]: ...
 

@@ -26,17 +26,29 @@ def truncate_csv(path: Path, before_iteration: int) -> None:
 
 
 def append_csv(path: Path, rows: list[dict]) -> None:
-    """Append rows; the header is written with the first rows and later rows keep its columns."""
+    """Append rows; a column that the file lacks is added to its header (earlier rows leave it empty)."""
     if not rows:
         return
     exists = path.exists() and path.stat().st_size > 0
+    header = []
     if exists:
         with path.open(newline="") as f:
             header = next(csv.reader(f))
-    else:
-        header = list(rows[0])
+    new = [k for row in rows for k in row if k not in header]
+    if exists and new:
+        with path.open(newline="") as f:
+            old = list(csv.DictReader(f))
+        header += list(dict.fromkeys(new))
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(old)
+        tmp.replace(path)
+    elif not exists:
+        header = list(dict.fromkeys(k for row in rows for k in row))
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=header)
         if not exists:
             writer.writeheader()
         writer.writerows(rows)

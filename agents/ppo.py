@@ -24,6 +24,7 @@ from ..policies import DiffusionPolicy
 from .base import StepGradients, normalized_advantages, random_steps, step_terms
 from .options import check_ranges
 from .replay import Replay
+from .pipeline import FirstSurvivors
 from .rollout import Rollout, Trajectories
 
 
@@ -66,7 +67,7 @@ class PPOConfig:
                      non_negative=("kl_coef", "replay_capacity", "replay_top_k"), unit=("lr", "step_fraction"))
 
 
-class PPO:
+class PPO(FirstSurvivors):
     """DDPO-style PPO on the reverse-diffusion MDP with a closed-form per-step KL penalty to the prior.
 
     Each update normalises per-trajectory advantages, then for `epochs` passes over minibatches draws a

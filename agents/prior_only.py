@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..policies import DiffusionPolicy
+from .pipeline import FirstSurvivors
 from .rollout import Rollout
 
 
@@ -13,7 +14,7 @@ class PriorOnlyConfig:
     """The prior agent has no settings."""
 
 
-class PriorOnly:
+class PriorOnly(FirstSurvivors):
     """Samples and is scored like every agent but never changes the policy.
 
     Args:

@@ -15,6 +15,7 @@ from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .base import StepGradients, random_steps, step_terms
 from .options import check_ranges
+from .pipeline import FirstSurvivors
 from .rollout import Rollout
 
 
@@ -38,7 +39,7 @@ class REINFORCEConfig:
         check_ranges(self, positive=("max_grad_norm",), non_negative=("kl_coef",), unit=("lr", "step_fraction"))
 
 
-class REINFORCE:
+class REINFORCE(FirstSurvivors):
     """One policy-gradient step per batch on (R - mean R) times the trajectory log-prob, with the KL penalty.
 
     Args:

@@ -84,19 +84,23 @@ class Trajectories:
 
 @dataclass
 class Rollout:
-    """One batch from the env: trajectories, the final crystals and their RewardResult, and timings."""
+    """The crystals an update learns from: trajectories, final crystals, their RewardResult and success, and timings.
+
+    From the trainer these are the evaluated crystals and, for an agent that learns from them, the
+    screened-out ones with the failure reward (`evaluated` says which is which); `context` is what
+    the agent's `select` handed on to its `update`.
+    """
 
     trajectories: Trajectories
     structures: list
     result: RewardResult
     success: np.ndarray
     seconds: float
-    sampled: int = 0  # crystals sampled for this batch, when an agent chose which of them to evaluate (0: all were)
+    evaluated: np.ndarray | None = None  # per row: scored by the property (True) or screened out (False); None: all scored
+    context: dict = field(default_factory=dict)
 
-    @property
-    def evaluations_saved(self) -> int:
-        """Crystals sampled but never sent to the reward."""
-        return max(self.sampled - len(self.structures), 0)
+    def __len__(self) -> int:
+        return len(self.structures)
 
 
 def unscored(structures) -> RewardResult:

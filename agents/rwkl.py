@@ -16,6 +16,10 @@ the "KL" is an output MSE, not a KL.
 Where our model forces a difference: the denoiser is ours (DiffCSP-style), its type channels are the
 prior's element vocabulary rather than 100 atomic numbers, and the crystals are re-noised through our
 noise processes (the same 1000-step training grid).
+
+`rwkl` is this update alone on whatever the trainer hands it (by default 64 crystals per iteration,
+screened like every agent's); `matinvent` (below) is MatInvent's whole released pipeline: a pool of
+12 x 16, the screen, the first 16 survivors, this update.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .options import check_ranges
 from .replay import Replay
+from .pipeline import FirstSurvivors, Pool, Selection, first_survivors
 from .rollout import Rollout, Trajectories
 
 UNWEIGHTED = {"types": 1.0, "frac": 1.0, "lattice": 1.0}  # MatInvent's calc_kl_reg sums the three MSEs as they are
@@ -65,7 +70,7 @@ class RWKLConfig:
         check_ranges(self, at_least_one=("epochs", "timesteps", "accum_steps"), non_negative=("sigma", "replay_capacity", "replay_sample"), unit=("lr", "topk_ratio"))
 
 
-class RewardWeightedKL:
+class RewardWeightedKL(FirstSurvivors):
     """MatInvent's update: a reward-weighted denoising loss on the top crystals, regularised towards the prior.
 
     Args:
@@ -77,6 +82,7 @@ class RewardWeightedKL:
 
     name = "rwkl"
     default_diversity: dict | None = {"mode": "composition", "tol": 3, "buffer": 6}  # configs/pipeline/mat_invent.yaml
+    learns_from_screened = False  # MatInvent trains on scored crystals only
 
     def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: RWKLConfig | None = None, seed: int = 0):
         self.policy, self.prior = policy, prior
@@ -84,11 +90,15 @@ class RewardWeightedKL:
         self.replay = Replay(self.cfg.replay_capacity, "composition") if self.cfg.replay_capacity else None
         self.rng = torch.Generator(device=policy.device).manual_seed(seed)
 
+    def select(self, pool: Pool, n: int) -> Selection:
+        """The first `n` survivors; the update keeps the top `topk_ratio` of `n`, however many survived (`mat_invent.py` line 241)."""
+        return Selection(first_survivors(pool, n).indices, {"eval_size": n})
+
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]:
         cfg = self.cfg
         batch = rollout.trajectories
         rewards = batch.rewards.cpu().numpy()
-        top = np.argsort(-rewards, kind="stable")[: max(1, int(len(batch) * cfg.topk_ratio))]
+        top = np.argsort(-rewards, kind="stable")[: max(1, int(rollout.context.get("eval_size", len(batch)) * cfg.topk_ratio))]
         chosen = batch.index(top)
         if self.replay is not None:
             self.replay.purge_penalised(rollout)
@@ -133,3 +143,45 @@ class RewardWeightedKL:
         if self.replay is not None:
             self.replay.load_state_dict(state["replay"])
         restore_generator(self.rng, state["rng"], "the rwkl agent's generator")
+
+
+MATINVENT_SOURCE = "schwallergroup/matinvent at e6e3b3f"
+
+
+@dataclass
+class MatInventConfig(RWKLConfig):
+    """MatInvent's released pipeline around its update (`MATINVENT_SOURCE`).
+
+    Attributes:
+        eval_size: E, the most crystals scored per iteration (`configs/base.yaml` line 25: `eval_size: 16`).
+        oversample: P / E, crystals sampled per crystal scored (`configs/model/diffcsp.yaml` line 7: sample `batch_size: eval_size * 12`).
+    The screen is the trainer's (agents/pipeline.py), MatInvent's `invalid_filter` and `OptFilter`
+    (`configs/base.yaml` lines 13-19: validity, novel, unique, stable); the selection is the first E
+    survivors (`pipeline/mat_invent.py` lines 110-114); the cost counts scored crystals only
+    (`pipeline/base.py` line 108: `self.cost += len(sample_struc)`).
+    """
+
+    eval_size: int = 16
+    oversample: int = 12
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_ranges(self, at_least_one=("eval_size", "oversample"))
+
+
+class MatInvent(RewardWeightedKL):
+    """MatInvent's released pipeline: a pool of 12 x 16, the screen, the first 16 survivors, its update.
+
+    Args:
+        policy: the policy being fine-tuned.
+        prior: its frozen pretrained copy.
+        config: settings (default `MatInventConfig()`, the released ones).
+        seed: seed of the agent's own random draws.
+    """
+
+    name = "matinvent"
+
+    def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: MatInventConfig | None = None, seed: int = 0):
+        config = config or MatInventConfig()
+        super().__init__(policy, prior, config, seed)
+        self.pool_factor = config.oversample

@@ -1,9 +1,9 @@
-"""The training loop: roll out through the vector env, score, update, log, checkpoint; resumable exactly.
+"""The training loop: sample -> screen -> select -> evaluate -> update (agents/pipeline.py), log, checkpoint; resumable exactly.
 
 Each iteration ends with, in this order, its rows in `evaluated.csv` and `metrics.csv`, `best.csv`,
 TensorBoard/W&B, then an atomic `checkpoint.pt` (policy, optimizer, agent, every RNG stream, reward
-caches and diversity memory). `--resume` loads it, drops any rows a killed run wrote past it, and
-continues with the next iteration as if nothing happened.
+caches, diversity memory, the screen's history and the discoveries). `--resume` loads it, drops any
+rows a killed run wrote past it, and continues with the next iteration as if nothing happened.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -29,17 +28,19 @@ from ..envs.tasks import FULL_REWARD, Task, get_task
 from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, restore_generator, same_content, to_plain
 from ..policies import DiffusionPolicy, load_prior, save_policy
 from ..policies.pretrain import training_data
+from ..rewards.base import RewardResult
 from ..rewards.composite import CompositeReward
 from ..rewards.filters import DiversityFilter
 from .base import Agent, trajectory_kl
 from .loggers import RunLog, append_csv, truncate_csv
 from .active import ActiveConfig, ActiveLearning
 from .options import check_ranges, parse_options
+from .pipeline import Pool, Screen, ScreenConfig, Selection
 from .ppo import PPO, PPOConfig
 from .prior_only import PriorOnly, PriorOnlyConfig
 from .reinforce import REINFORCE, REINFORCEConfig
-from .rollout import Rollout, collect, unscored
-from .rwkl import RewardWeightedKL, RWKLConfig
+from .rollout import Rollout, Trajectories, collect, unscored
+from .rwkl import MatInvent, MatInventConfig, RewardWeightedKL, RWKLConfig
 
 AGENTS: dict[str, tuple[type, type]] = {
     "ppo": (PPO, PPOConfig),
@@ -47,6 +48,7 @@ AGENTS: dict[str, tuple[type, type]] = {
     "reinforce": (REINFORCE, REINFORCEConfig),
     "prior": (PriorOnly, PriorOnlyConfig),
     "active": (ActiveLearning, ActiveConfig),
+    "matinvent": (MatInvent, MatInventConfig),
 }
 CHECKPOINT = "checkpoint.pt"
 
@@ -57,9 +59,16 @@ class TrainConfig:
 
     Attributes:
         env_id: a registered task id (a bare task name is accepted).
-        agent: "ppo", "rwkl", "reinforce", "active" (PPO on the crystals a surrogate chose to evaluate) or "prior" (no updates, the floor).
-        iterations: RL iterations, one batch each.
-        batch_size: crystals sampled per iteration.
+        agent: "matinvent" (MatInvent's released pipeline), "ppo", "rwkl" (MatInvent's update alone), "reinforce",
+            "active" (PPO on the crystals a surrogate chose to evaluate) or "prior" (no updates, the floor).
+        iterations: RL iterations at most.
+        batch_size: E, the most crystals evaluated per iteration (None: the agent's own, 64; MatInvent's 16);
+            each iteration samples a pool of E times the agent's `pool_factor`.
+        budget: stop once this many property evaluations are spent (None: run every iteration).
+        screen: evaluate only crystals that pass the screen (agents/pipeline.py); False records the
+            checks but evaluates whatever the agent selects (the unscreened ablation).
+        relax: the screen relaxes crystals with the MLIP before reading E_hull (off: a single point).
+        hull_references: training crystals in the screen's MLIP hull (None: all of them).
         steps: reverse-diffusion steps T.
         correctors: Langevin corrector steps before each predictor step (episodes of T(1 + C) actions).
         seed: seed of sampling and updates.
@@ -83,7 +92,11 @@ class TrainConfig:
     env_id: str
     agent: str = "ppo"
     iterations: int = 30
-    batch_size: int = 64
+    batch_size: int | None = None  # E; None: the agent's own
+    budget: int | None = None  # property evaluations; None: run every iteration
+    screen: bool = True
+    relax: bool = False
+    hull_references: int | None = None
     steps: int = 100  # reverse-diffusion steps T
     correctors: int = 0  # Langevin corrector steps per level: an episode has steps * (1 + correctors) actions
     seed: int = 0
@@ -112,7 +125,7 @@ class TrainConfig:
             self.env_id = get_task(self.env_id).env_id  # accepts a bare task name too
             if self.reward:
                 raise ValueError(f"--reward is for {CUSTOM_ID}; {self.env_id} has its own (register a task to name another)")
-        check_ranges(self, at_least_one=("iterations", "batch_size", "steps", "best_size"), non_negative=("kl_crystals", "rollout_workers", "correctors"))
+        check_ranges(self, at_least_one=("iterations", "batch_size", "budget", "steps", "best_size", "hull_references"), non_negative=("kl_crystals", "rollout_workers", "correctors"))
         if self.ray_workers is not None:
             check_ranges(self, at_least_one=("ray_workers",))
 
@@ -123,6 +136,14 @@ def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, optio
         raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
     cls, config_cls = AGENTS[name]
     return cls(policy, prior, config_cls(**parse_options(config_cls, options or {}, f"agent {name!r}")), seed=seed)
+
+
+def evaluated_per_iteration(cfg: TrainConfig) -> int:
+    """E: the run's batch size, else the agent config's `eval_size` (MatInvent's 16), else the agent's own (64)."""
+    if cfg.batch_size:
+        return cfg.batch_size
+    cls, config_cls = AGENTS[cfg.agent]
+    return getattr(config_cls(**parse_options(config_cls, cfg.agent_options, f"agent {cfg.agent!r}")), "eval_size", cls.batch_size)
 
 
 def run_task(cfg: TrainConfig) -> Task:
@@ -152,21 +173,6 @@ def _warn_costs(task: Task, cfg: TrainConfig) -> None:
         )
 
 
-class TimedReward:
-    """Passes a reward through, adding up the seconds it takes (the env calls it inside `step`)."""
-
-    def __init__(self, reward):
-        self.reward = reward
-        self.seconds = 0.0
-
-    def __call__(self, structures):
-        start = time.perf_counter()
-        try:
-            return self.reward(structures)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
 def _with_diversity(reward, mode: str, default: dict | None):
     spec = default if mode == "default" else (None if mode == "none" else {"mode": mode})
     if spec is None:
@@ -178,8 +184,27 @@ def _with_diversity(reward, mode: str, default: dict | None):
     return reward
 
 
+def _guard(reward):
+    """The reward's guards as one check ("" where a crystal passes), or None for a reward without guards."""
+    return reward.guards.check if isinstance(reward, CompositeReward) else None
+
+
+def known_crystals(prior: DiffusionPolicy, path: str | None) -> list:
+    """The prior's training crystals in `path` (novelty and the hull), checked to be of the prior's chemistry; [] without a path."""
+    if not path:
+        return []
+    known = training_data(prior.spec, path)
+    if not known.structures:
+        raise ValueError(f"--reference {path}: no readable crystals ({len(known.skipped)} rows rejected), so novelty would be meaningless")
+    vocabulary = set(prior.spec.elements)
+    outside = np.mean([not {el.Z for el in s.composition.elements} <= vocabulary for s in known.structures])
+    if outside > 0.5:
+        raise ValueError(f"--reference {path}: {outside:.0%} of its crystals hold elements the prior never generates, so no sample could match them (another chemistry?)")
+    return known.structures
+
+
 class Trainer:
-    """The training loop of `latticegym train`: roll out, score, update, log and checkpoint, resumably.
+    """The training loop of `latticegym train`: sample, screen, select, evaluate, update, log and checkpoint, resumably.
 
     Args:
         cfg: the run's settings; the task's prior is loaded, copied as the frozen KL reference, and the
@@ -192,10 +217,15 @@ class Trainer:
         self.policy = load_prior(self.task.prior, num_steps=cfg.steps, device=cfg.device)
         self.policy.set_num_steps(cfg.steps, cfg.correctors)
         self.prior = self.policy.frozen_copy()
-        self.agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
+        self.agent: Agent = make_agent(cfg.agent, self.policy, self.prior, cfg.agent_options, seed=cfg.seed)
+        self.batch_size = evaluated_per_iteration(cfg)
+        self.pool_size = self.batch_size * self.agent.pool_factor
         self.reward = _with_diversity(self.task.make_reward(), cfg.diversity, self.agent.default_diversity)
-        check_chemistry(self.prior, self.reward)  # the env warns when the prior is not the task's own
+        check_chemistry(self.prior, self.reward)
         _warn_costs(self.task, cfg)
+        self.known = known_crystals(self.prior, cfg.novelty_reference)
+        self.novelty = MatchIndex(self.known) if self.known else None
+        self.screen = Screen(_guard(self.reward), self.known, ScreenConfig(drop=cfg.screen, relax=cfg.relax, hull_references=cfg.hull_references))
         self.workers = None
         if cfg.ray_address or cfg.rollout_workers:
             from ..rewards.parallel import connect, distribute
@@ -204,44 +234,19 @@ class Trainer:
             if cfg.rollout_workers:  # first: reward actors then take the CPUs that are left
                 from .distributed import RolloutWorkers
 
-                self.workers = RolloutWorkers(self.task.prior, cfg.steps, cfg.batch_size, cfg.rollout_workers, cfg.correctors)
+                self.workers = RolloutWorkers(self.task.prior, cfg.steps, self.pool_size, cfg.rollout_workers, cfg.correctors)
             if cfg.ray_address:
                 distribute(self.reward, cfg.ray_workers)
-        if hasattr(self.agent, "attach"):  # an agent that models the reward to choose what to evaluate
-            self.agent.attach(self.reward)
-        self.timed = TimedReward(self.reward)
-        self.pool = None
-        if getattr(self.agent, "oversample", 1) > 1:
-            if self.workers is not None:
-                raise ValueError(f"agent {cfg.agent!r} samples its own pool; it does not take rollout workers")
-            self.pool = CrystalDenoisingVectorEnv(
-                num_envs=cfg.batch_size * self.agent.oversample, prior=self.prior, reward=unscored, num_steps=cfg.steps, correctors=cfg.correctors
-            )
-        self.env: CrystalDenoisingVectorEnv = gym.make_vec(
-            cfg.env_id,
-            num_envs=cfg.batch_size,
-            vectorization_mode="vector_entry_point",
-            prior=self.prior,
-            reward=self.timed,
-            num_steps=cfg.steps,
-            success=self.task.success,
-        ).unwrapped
+        self.agent.attach(self.reward)
+        self.sampler = CrystalDenoisingVectorEnv(num_envs=self.pool_size, prior=self.prior, reward=unscored, num_steps=cfg.steps, correctors=cfg.correctors)
         self.generator = torch.Generator(device=self.policy.device).manual_seed(cfg.seed)
-        self.novelty = MatchIndex(self._reference(cfg.novelty_reference)) if cfg.novelty_reference else None
         self.iteration = 0  # the next one to run
         self.best: list[dict] = []
-        self.scored = 0
+        self.evaluations = 0  # crystals sent to the property: the headline cost
+        self.sampled = 0
+        self.discovered: list = []  # SUN successes, each distinct from the earlier ones
+        self._discoveries = MatchIndex()
         self._matcher = StructureMatcher()
-
-    def _reference(self, path: str) -> list:
-        known = training_data(self.prior.spec, path)
-        if not known.structures:
-            raise ValueError(f"--reference {path}: no readable crystals ({len(known.skipped)} rows rejected), so novelty would be meaningless")
-        vocabulary = set(self.prior.spec.elements)
-        outside = np.mean([not {el.Z for el in s.composition.elements} <= vocabulary for s in known.structures])
-        if outside > 0.5:
-            raise ValueError(f"--reference {path}: {outside:.0%} of its crystals hold elements the prior never generates, so no sample could match them (another chemistry?)")
-        return known.structures
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, wandb_id: str | None) -> None:
@@ -252,11 +257,12 @@ class Trainer:
             "policy": self.policy.network.state_dict(),
             "agent": self.agent.state_dict(),
             "generator": self.generator.get_state(),
-            "env_rng": self.env.np_random.bit_generator.state,
-            "pool_rng": self.pool.np_random.bit_generator.state if self.pool is not None else None,
+            "sampler_rng": self.sampler.np_random.bit_generator.state,
             "reward": self.reward.state_dict() if hasattr(self.reward, "state_dict") else None,
+            "screen": self.screen.state_dict(),
             "best": self.best,
-            "scored": self.scored,
+            "counts": {"evaluations": self.evaluations, "sampled": self.sampled},
+            "discovered": self.discovered,
             "wandb_id": wandb_id,
         }
         atomic_save(to_plain(state), self.out / CHECKPOINT, keep_previous=True)
@@ -265,7 +271,7 @@ class Trainer:
         """Restore the state of OUT/checkpoint.pt (or its .prev if it is corrupt); returns the W&B run id."""
         path = self.out / CHECKPOINT
         state = saved_state(self.out)
-        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "out", "device", "wandb", "ray_address", "ray_workers", "plugins")}
+        saved = {k: v for k, v in state["config"].items() if k not in ("iterations", "budget", "out", "device", "wandb", "ray_address", "ray_workers", "plugins")}
         ours = {k: v for k, v in asdict(self.cfg).items() if k in saved}
         diff = {k: (saved[k], ours[k]) for k in saved if saved[k] != ours[k]}
         if "novelty_reference" in diff and same_content(*diff["novelty_reference"]):
@@ -276,18 +282,24 @@ class Trainer:
         self.policy.network.load_state_dict(state["policy"])
         self.agent.load_state_dict(state["agent"])
         restore_generator(self.generator, state["generator"], f"the sampling generator of {path}")
-        for env, rng in ((self.env, state["env_rng"]), (self.pool, state.get("pool_rng"))):
-            if env is not None:
-                env.np_random = np.random.default_rng()
-                env.np_random.bit_generator.state = rng
+        self.sampler.np_random = np.random.default_rng()
+        self.sampler.np_random.bit_generator.state = state["sampler_rng"]
         if state["reward"] is not None:
             self.reward.load_state_dict(state["reward"])
-        self.best, self.scored = state["best"], state["scored"]
+        self.screen.load_state_dict(state["screen"])
+        self.best = state["best"]
+        self.evaluations, self.sampled = state["counts"]["evaluations"], state["counts"]["sampled"]
+        self.discovered = list(state["discovered"])
+        self._discoveries = MatchIndex(self.discovered)
         return state["wandb_id"]
 
     # ------------------------------------------------------------------ the loop
+    def done(self) -> bool:
+        """Every iteration run, or the property budget spent."""
+        return self.iteration >= self.cfg.iterations or (self.cfg.budget is not None and self.evaluations >= self.cfg.budget)
+
     def run(self, resume: bool = False, progress: bool = True, lock: bool = True) -> Path:
-        """Run (or with `resume`, continue) to `cfg.iterations`, holding the run directory's lock throughout
+        """Run (or with `resume`, continue) until `done`, holding the run directory's lock throughout
         (`lock=False`: the caller holds it, as the benchmark runner does until a run's summary is written)."""
         with RunLock(self.out) if lock else contextlib.nullcontext():
             for path in clear_temporaries(self.out):
@@ -301,14 +313,14 @@ class Trainer:
             log = RunLog(self.out, self.iteration, asdict(self.cfg), self.cfg.wandb, wandb_id)
             bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc=f"{self.cfg.agent} on {self.task.name}", unit="it", disable=not progress)
             try:
-                while self.iteration < self.cfg.iterations:
+                while not self.done():
                     metrics, hists = self.step()
                     self._check_finite(metrics)
                     log.log(self.iteration, metrics, hists)
                     self.iteration += 1
                     self.save(log.wandb_id)
                     save_policy(self.policy, self.out / "policy.pt")
-                    bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", success=f"{metrics['success_rate']:.2f}", kl=f"{metrics['kl']:.1f}")
+                    bar.set_postfix(evaluations=self.evaluations, found=len(self.discovered), kl=f"{metrics['kl']:.1f}")
                     bar.update()
             finally:
                 bar.close()
@@ -329,77 +341,125 @@ class Trainer:
             )
 
     def step(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        it = self.iteration
-        self.timed.seconds = 0.0
-        rollout = self._collect(it)
-        t_reward = self.timed.seconds
-        metrics = self._metrics(rollout)
-        start = time.perf_counter()
-        stats = self.agent.update(rollout, it)
-        t_update = time.perf_counter() - start
-        metrics.update(stats)
-        metrics.update(t_sample=rollout.seconds - t_reward, t_reward=t_reward, t_update=t_update)
-        self._record(rollout)
-        hists = {"reward": rollout.result.values, **{f"property/{k}": v for k, v in rollout.result.properties.items()}}
+        """One iteration of the pipeline: sample, screen, select, evaluate, update; returns what to log."""
+        clock = time.perf_counter()
+        trajectories, structures = self._sample()
+        t_sample = time.perf_counter() - clock
+        pool = Pool(trajectories, structures, self.screen(structures), drop=self.cfg.screen)
+        t_screen = time.perf_counter() - clock - t_sample
+        self.sampled += len(pool)
+
+        selection = self.agent.select(pool, self.batch_size)
+        chosen = [int(i) for i in selection.indices]
+        if len(chosen) > self.batch_size or not set(chosen) <= set(pool.candidates.tolist()):
+            raise RuntimeError(f"agent {self.cfg.agent!r} selected {chosen}: at most {self.batch_size} of the screen's survivors {pool.candidates.tolist()}")
+        clock = time.perf_counter()
+        result = self.reward([structures[i] for i in chosen])  # the counted cost: the only property evaluation
+        t_reward = time.perf_counter() - clock
+        self.evaluations += len(chosen)
+        self.screen.remember([structures[i] for i in chosen])
+        success = np.array([self.task.is_success(result, j) for j in range(len(chosen))], dtype=bool)
+        found = self._discover(pool, chosen, success)
+
+        rollout = self._rollout(pool, chosen, result, success, selection)
+        metrics = self._metrics(pool, chosen, result, success, rollout)
+        clock = time.perf_counter()
+        metrics.update(self.agent.update(rollout, self.iteration) if len(rollout) else {})
+        metrics.update(t_sample=t_sample, t_screen=t_screen, t_reward=t_reward, t_update=time.perf_counter() - clock)
+        self._record(pool, chosen, result, success, found)
+        hists = {"reward": result.values, "e_hull": pool.screened.e_hull, **{f"property/{k}": v for k, v in result.properties.items()}}
         return metrics, hists
 
-    def _collect(self, it: int) -> Rollout:
-        seed = self.cfg.seed if it == 0 else None
-        if self.pool is not None:  # sample a pool, let the agent choose what the reward sees
-            start = time.perf_counter()
-            pool = collect(self.pool, self.policy, self.generator, seed=seed)
-            chosen = self.agent.select(pool.structures, self.cfg.batch_size, pool.trajectories)
-            return self._score(pool.trajectories.index(chosen), [pool.structures[i] for i in chosen], start, sampled=len(pool.structures))
+    def _sample(self) -> tuple[Trajectories, list]:
+        """A pool of P crystals from the current policy, with no reward."""
         if self.workers is None:
-            return collect(self.env, self.policy, self.generator, seed=seed)
-        start = time.perf_counter()
+            rollout = collect(self.sampler, self.policy, self.generator, seed=self.cfg.seed if self.iteration == 0 else None)
+            return rollout.trajectories, rollout.structures
         seeds = torch.randint(2**62, (len(self.workers.shares),), generator=self.generator, device=self.generator.device).tolist()
-        trajectories, structures = self.workers.collect(self.policy, seeds)
-        return self._score(trajectories, structures, start)
+        return self.workers.collect(self.policy, seeds)
 
-    def _score(self, trajectories, structures: list, start: float, sampled: int = 0) -> Rollout:
-        """Score crystals sampled outside the env in one reward call: one cache, one diversity memory."""
-        result = self.timed(structures)
-        trajectories.rewards = torch.as_tensor(result.values, dtype=torch.float32, device=trajectories.rewards.device)
-        success = np.array([self.task.is_success(result, i) for i in range(len(structures))], dtype=bool)
-        return Rollout(trajectories, structures, result, success, time.perf_counter() - start, sampled)
+    def _discover(self, pool: Pool, chosen: list[int], success: np.ndarray) -> np.ndarray:
+        """Which evaluated crystals are discoveries: successes that are stable, unique in the run, novel, and
+        distinct from every earlier discovery (the field's SUN success)."""
+        found = np.zeros(len(chosen), dtype=bool)
+        for j, i in enumerate(chosen):
+            if success[j] and pool.screened.sun[i]:
+                s = pool.structures[i]
+                if not self._discoveries.contains([s])[0]:
+                    found[j] = True
+                    self._discoveries.add([s])
+                    self.discovered.append(s)
+        return found
 
-    def _metrics(self, rollout: Rollout) -> dict[str, float]:
-        structures, result = rollout.structures, rollout.result
-        self.scored += len(structures)
+    def _rollout(self, pool: Pool, chosen: list[int], result: RewardResult, success: np.ndarray, selection: Selection) -> Rollout:
+        """What the update learns from: the evaluated crystals and, for an agent that learns from them, the
+        screened-out ones with the reward's failure value (known, so no evaluation)."""
+        refused = [i for i in np.flatnonzero(~pool.screened.passed) if i not in set(chosen)] if self.agent.learns_from_screened else []
+        rows = chosen + refused
+        failure = float(getattr(self.reward, "failure_value", 0.0))
+        n, m = len(chosen), len(refused)
+        pad = lambda arr: np.concatenate([np.asarray(arr, dtype=float), np.full(m, np.nan)])  # noqa: E731
+        combined = RewardResult(
+            np.concatenate([result.values, np.full(m, failure)]),
+            {k: pad(v) for k, v in result.properties.items()},
+            {k: pad(v) for k, v in result.components.items()},
+            np.concatenate([result.ok, np.zeros(m, dtype=bool)]),
+            list(result.reasons) + [f"screened out: {pool.screened.reasons[i]}" for i in refused],
+        )
+        trajectories = pool.trajectories.index(rows)
+        trajectories.rewards = torch.as_tensor(combined.values, dtype=torch.float32, device=trajectories.rewards.device)
+        evaluated = np.arange(n + m) < n
+        return Rollout(trajectories, [pool.structures[i] for i in rows], combined, np.concatenate([success, np.zeros(m, bool)]), 0.0, evaluated, selection.context)
+
+    def _metrics(self, pool: Pool, chosen: list[int], result: RewardResult, success: np.ndarray, rollout: Rollout) -> dict[str, float]:
+        structures = [pool.structures[i] for i in chosen]
         valid = np.array([bool(validity(s)) for s in structures], dtype=bool)
-        uniqueness, novelty, _ = unique_novel(structures, valid, self.novelty)  # the metrics' definitions
+        uniqueness, novelty, _ = unique_novel(structures, valid, self.novelty)
+        screened = pool.screened
+        mean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
         metrics = {
-            "evaluations": float(getattr(self.reward, "evaluations", self.scored)),
-            "reward_mean": float(np.mean(result.values)),
-            "reward_max": float(np.max(result.values)),
-            "success_rate": float(np.mean(rollout.success)),
-            "validity": float(valid.mean()),
+            "evaluations": float(self.evaluations),
+            "evaluated": float(len(chosen)),
+            "sampled": float(self.sampled),
+            "screen_single_points": float(self.screen.single_points),
+            "screen_relax_steps": float(self.screen.relax_steps),
+            "discoveries": float(len(self.discovered)),
+            "pool_guards_pass": mean(screened.guarded),
+            "pool_sun_rate": mean(screened.sun),
+            "reward_mean": mean(result.values),
+            "reward_max": float(np.max(result.values)) if len(chosen) else float("nan"),
+            "success_rate": mean(success),
+            "validity": mean(valid),
             "uniqueness": uniqueness,
             "novelty": novelty if novelty is not None else float("nan"),
-            # of the policy that sampled this batch, before its update
-            "kl": float(trajectory_kl(self.policy, self.prior, rollout.trajectories.index(range(min(self.cfg.kl_crystals, len(structures))))).mean()),
-            "ok_rate": float(np.mean(result.ok)),
-            "evaluations_saved": float(rollout.evaluations_saved),
+            # of the policy that sampled this pool, before its update
+            "kl": float(trajectory_kl(self.policy, self.prior, pool.trajectories.index(range(min(self.cfg.kl_crystals, len(pool))))).mean()),
+            "ok_rate": mean(result.ok),
+            "update_rows": float(len(rollout)),
         }
+        for source in getattr(self.reward, "sources", []):
+            metrics[f"calls/{source.name}"] = float(source.evaluations)
         for name, values in result.properties.items():
             finite = np.asarray(values, dtype=float)[np.isfinite(values)]
             metrics[f"{name}_mean"] = float(finite.mean()) if len(finite) else float("nan")
         return metrics
 
-    def _record(self, rollout: Rollout) -> None:
-        result, it = rollout.result, self.iteration
+    def _record(self, pool: Pool, chosen: list[int], result: RewardResult, success: np.ndarray, found: np.ndarray) -> None:
+        it = self.iteration
+        screened = pool.screened
         rows = []
-        for i, s in enumerate(rollout.structures):
-            row = {"material_id": f"it{it:04d}-{i:03d}", "iteration": it, "reward": float(result.values[i]), "success": bool(rollout.success[i])}
-            row.update({"ok": bool(result.ok[i]), "reason": result.reasons[i], "formula": s.composition.reduced_formula})
-            row.update({k: float(v[i]) for k, v in result.properties.items()})
+        for j, i in enumerate(chosen):
+            s = pool.structures[i]
+            row = {"material_id": f"it{it:04d}-{i:03d}", "iteration": it, "reward": float(result.values[j]), "success": bool(success[j])}
+            row.update({"discovery": bool(found[j]), "e_hull": float(screened.e_hull[i]), "stable": bool(screened.stable[i]), "novel": bool(screened.novel[i])})
+            row.update({"unique": bool(screened.unique[i]), "ok": bool(result.ok[j]), "reason": result.reasons[j], "formula": s.composition.reduced_formula})
+            row.update({k: float(v[j]) for k, v in result.properties.items()})
             row["cif"] = structure_to_cif(s)
             rows.append(row)
         append_csv(self.out / "evaluated.csv", rows)
-        for i in np.argsort(-result.values, kind="stable"):
-            if result.ok[i] and result.values[i] > 0:
-                self._offer_best(rows[i], rollout.structures[i])
+        for j in np.argsort(-result.values, kind="stable"):
+            if result.ok[j] and result.values[j] > 0:
+                self._offer_best(rows[j], pool.structures[chosen[j]])
         best_rows = [{k: v for k, v in entry.items() if k != "structure"} for entry in self.best]
         path = self.out / "best.csv"
         path.unlink(missing_ok=True)
@@ -420,27 +480,43 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate_policy(policy: DiffusionPolicy, env_id: str, num: int = 256, seed: int = 12345, batch_size: int = 64, label: str = "") -> dict[str, float]:
-    """Success rate, mean reward and uniqueness of `num` fresh samples under the task's plain reward.
+def evaluate_policy(
+    policy: DiffusionPolicy, task: Task | str, num: int = 256, seed: int = 12345, batch_size: int = 64, label: str = "", known: list | None = None, relax: bool = False
+) -> dict[str, float]:
+    """Fresh, unfiltered samples of `policy` scored by the task's plain reward (no diversity filter), apart from any budget.
+
+    Returns the success rate, the SUN success rate (successes that are stable on the MLIP hull, unique
+    among the samples and, with `known` training crystals, novel; NaN without them), the mean reward
+    and the uniqueness.
 
     Args:
         policy: the policy to sample (its own T).
-        env_id: a registered task id; its reward scores the samples, without a diversity filter.
+        task: a registered task (or its id); its reward scores the samples.
         num: how many crystals.
-        seed: sampling seed, the same for every policy compared.
+        seed: sampling seed.
         batch_size: crystals per vector-env batch.
         label: when given, a progress bar names what is being scored.
+        known: the prior's training crystals, for novelty and the hull.
+        relax: relax before reading E_hull, as the run's screen did.
     """
+    task = get_task(task) if isinstance(task, str) else task
+    reward = task.make_reward()
     batch_size = min(batch_size, num)
-    env = gym.make_vec(env_id, num_envs=batch_size, vectorization_mode="vector_entry_point", prior=policy, num_steps=policy.num_steps).unwrapped
+    env = CrystalDenoisingVectorEnv(num_envs=batch_size, prior=policy, reward=unscored, num_steps=policy.num_steps)
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    success, rewards, structures = [], [], []
-    for b in tqdm(range(-(-num // batch_size)), desc=f"scoring {num} fresh samples of the {label}", unit="batch", disable=not label):
-        rollout = collect(env, policy, generator, seed=seed + b)
-        success.append(rollout.success)
-        rewards.append(rollout.result.values)
-        structures += rollout.structures
-    success, rewards = np.concatenate(success)[:num], np.concatenate(rewards)[:num]
+    structures = []
+    for b in tqdm(range(-(-num // batch_size)), desc=f"sampling {num} fresh crystals of the {label}", unit="batch", disable=not label):
+        structures += collect(env, policy, generator, seed=seed + b).structures
     structures = structures[:num]
+    result = reward(structures)
+    success = np.array([task.is_success(result, i) for i in range(num)], dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without known crystals the SUN rate is NaN, said below
+        screened = Screen(_guard(reward), known or [], ScreenConfig(drop=False, relax=relax))(structures)
     uniqueness, _, _ = unique_novel(structures, np.array([bool(validity(s)) for s in structures]), None)
-    return {"success_rate": float(success.mean()), "reward_mean": float(rewards.mean()), "uniqueness": uniqueness}
+    return {
+        "success_rate": float(success.mean()),
+        "sun_success": float((success & screened.sun).mean()) if known else float("nan"),
+        "reward_mean": float(result.values.mean()),
+        "uniqueness": uniqueness,
+    }

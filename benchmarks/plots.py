@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from ..crystal import structure_from_cif  # noqa: E402
 
-NOT_PROPERTIES = {"material_id", "iteration", "reward", "success", "ok", "reason", "formula", "cif"}
+NOT_PROPERTIES = {"material_id", "iteration", "reward", "success", "discovery", "stable", "novel", "unique", "ok", "reason", "formula", "cif"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -31,19 +31,18 @@ def _runs(out: Path):
 
 
 def learning_curves(out: Path) -> Path:
-    """Success rate against property evaluations: a panel per task, mean line and min-max band per agent."""
+    """Discoveries (SUN successes) against property evaluations: a panel per task, mean line and min-max band per agent."""
     curves: dict[str, dict[str, list[pd.DataFrame]]] = {}
     for task, agent, _, run in _runs(out):
         curves.setdefault(task, {}).setdefault(agent, []).append(pd.read_csv(run / "metrics.csv"))
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
     for ax, (task, agents) in zip(axes[0], curves.items()):
         for agent, frames in agents.items():
-            n = min(len(f) for f in frames)
-            x = np.mean([f.evaluations.to_numpy()[:n] for f in frames], axis=0)
-            y = np.array([f.success_rate.to_numpy()[:n] for f in frames])
+            x = np.linspace(0, min(f.evaluations.iloc[-1] for f in frames), 100)  # runs stop at different counts past the budget
+            y = np.array([np.interp(x, np.r_[0, f.evaluations], np.r_[0, f.discoveries]) for f in frames])
             (line,) = ax.plot(x, y.mean(0), label=f"{agent} ({len(frames)} seeds)")
             ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2)
-        ax.set(title=task, xlabel="property evaluations", ylabel="batch success rate", ylim=(-0.02, 1.02))
+        ax.set(title=task, xlabel="property evaluations", ylabel="discoveries (SUN successes)")
         ax.legend(fontsize=8)
     return _save(fig, out / "learning_curves.png")
 

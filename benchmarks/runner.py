@@ -16,23 +16,24 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..agents.trainer import TrainConfig, Trainer, evaluate_policy
-from ..crystal import MatchIndex, structure_from_cif, validity
+from ..agents.trainer import TrainConfig, Trainer, evaluate_policy, evaluated_per_iteration, known_crystals
 from ..files import RunLock, RunLockedError, atomic_text
 from ..policies import load_policy, load_prior
-from ..policies.pretrain import training_data
-from .metrics import unique_novel
 from .plots import make_all
-from .suites import VARIANTS, BenchTask, Suite
+from .suites import VARIANTS, BenchTask, Label, Suite
 
 REPORTED = [
-    "evals_to_50", "evals_to_80", "found_50", "found_200", "final_success", "policy_success", "yield_per_1000", "best_reward",
-    "sun_rate", "uniqueness", "novelty", "kl", "evaluations_saved", "t_sample", "t_reward", "t_update", "wall",
+    "found_50", "found_200", "yield_per_1000", "policy_sun_success", "policy_success", "pool_sun_rate", "evaluations", "screen_calls",
+    "sampled", "evals_to_50", "evals_to_80", "final_success", "best_reward", "uniqueness", "novelty", "kl", "t_sample", "t_screen",
+    "t_reward", "t_update", "wall",
 ]  # fmt: skip
+# Columns that an agent's choice of what to evaluate cannot inflate: the only ones bolded.
 HIGHER_IS_BETTER = {
-    "final_success": True, "policy_success": True, "yield_per_1000": True, "best_reward": True, "sun_rate": True, "uniqueness": True,
-    "novelty": True, "evals_to_50": False, "evals_to_80": False, "found_50": False, "found_200": False, "kl": False,
+    "found_50": False, "found_200": False, "yield_per_1000": True, "policy_sun_success": True, "policy_success": True, "pool_sun_rate": True,
+    "kl": False,
 }  # fmt: skip
+# Read from the batches an agent chose to evaluate: marked † for agents that choose from a larger pool.
+SELECTION_INFLATED = ("evals_to_50", "evals_to_80", "final_success", "best_reward", "uniqueness", "novelty")
 BOOTSTRAP_RESAMPLES = 10_000
 
 
@@ -75,61 +76,52 @@ def evals_to(metrics: pd.DataFrame, level: float) -> float:
     return float(hit.evaluations.iloc[0]) if len(hit) else math.nan
 
 
-class SUNRate:
-    """Share of a batch that is stable (CHGNet E_hull <= 0.1 eV/atom, single point), unique and novel;
-    it also holds the known crystals that novelty is measured against."""
-
-    def __init__(self, known: list, hull_references: list):
-        from ..rewards.stability import SUNFilter, ConvexHull, EHull
-
-        self.filter = SUNFilter(EHull(ConvexHull(hull_references)), known)
-        self.known = MatchIndex(known)
-
-    def __call__(self, structures: list) -> float:
-        ok = np.array([bool(validity(s)) for s in structures])
-        _, _, components = self.filter(structures, np.ones(len(structures)), ok)
-        return float(components["sun"].mean())
-
-
-def evals_to_find(metrics: pd.DataFrame, win_iterations: np.ndarray, discoveries: list[int], count: int) -> float:
-    """Property evaluations spent by the end of the iteration that found the `count`-th distinct, valid, novel success (NaN if never)."""
-    if len(discoveries) < count:
+def evals_to_find(metrics: pd.DataFrame, discovery_iterations: np.ndarray, count: int) -> float:
+    """Property evaluations spent by the end of the iteration that made the `count`-th discovery (NaN if never)."""
+    if len(discovery_iterations) < count:
         return math.nan
-    iteration = win_iterations[discoveries[count - 1]]
-    return float(metrics.evaluations[metrics.iteration == iteration].iloc[0])
+    return float(metrics.evaluations[metrics.iteration == discovery_iterations[count - 1]].iloc[0])
 
 
-def summarise_run(run_dir: Path, sun: SUNRate, task: BenchTask) -> dict:
-    """The summary row of one finished run: evaluations to 50%/80% batch success and to 50/200 discoveries,
-    final batch and fresh-sample success, yield, SUN rate, uniqueness, novelty, time."""
+def policy_seed(seed: int) -> int:
+    """The sampling seed of a run's fresh policy samples: drawn from the run's seed, so seeds differ between runs."""
+    return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0])
+
+
+def summarise_run(run_dir: Path, task: BenchTask, known: list, seed: int) -> dict:
+    """The summary row of one finished run: evaluations to 50 and 200 discoveries (SUN successes), yield,
+    the final policy's fresh-sample success and SUN success, the costs, and the batch figures."""
     metrics = pd.read_csv(run_dir / "metrics.csv")
-    evaluated = pd.read_csv(run_dir / "evaluated.csv")
+    path = run_dir / "evaluated.csv"  # absent when the screen refused every crystal of the run
+    evaluated = pd.read_csv(path) if path.exists() else pd.DataFrame({"iteration": [], "success": [], "discovery": []})
     final = evaluated[evaluated.iteration == metrics.iteration.iloc[-1]]
     last = metrics.iloc[-1]
-    won = evaluated[evaluated.success.astype(bool)]
-    wins = [structure_from_cif(c) for c in won.cif]
-    _, _, discoveries = unique_novel(wins, np.ones(len(wins), dtype=bool), sun.known)  # successes passed every guard
-    fresh = evaluate_policy(load_policy(run_dir, num_steps=task.steps), task.env_id, num=task.policy_samples)
+    found = evaluated.iteration[evaluated.discovery.astype(bool)].to_numpy()
+    fresh = evaluate_policy(load_policy(run_dir, num_steps=task.steps), task.task, num=task.policy_samples, seed=policy_seed(seed), known=known, relax=task.relax)
+    evaluations = float(last.evaluations)
     return {
+        "found_50": evals_to_find(metrics, found, 50),
+        "found_200": evals_to_find(metrics, found, 200),
+        "yield_per_1000": 1000.0 * len(found) / max(evaluations, 1.0),
+        "discoveries": len(found),
+        "policy_success": fresh["success_rate"],
+        "policy_sun_success": fresh["sun_success"],
+        "pool_sun_rate": float(last.pool_sun_rate),
+        "evaluations": evaluations,
+        "screen_calls": float(last.screen_single_points + last.screen_relax_steps),
+        "screen_single_points": float(last.screen_single_points),
+        "screen_relax_steps": float(last.screen_relax_steps),
+        "sampled": float(last.sampled),
+        **{c: float(last[c]) for c in metrics.columns if c.startswith("calls/")},
         "evals_to_50": evals_to(metrics, 0.5),
         "evals_to_80": evals_to(metrics, 0.8),
-        "found_50": evals_to_find(metrics, won.iteration.to_numpy(), discoveries, 50),
-        "found_200": evals_to_find(metrics, won.iteration.to_numpy(), discoveries, 200),
-        "final_success": float(last.success_rate),
-        "policy_success": fresh["success_rate"],
+        "final_success": float(final.success.astype(bool).mean()) if len(final) else math.nan,
         "best_reward": float(metrics.reward_max.max()),
-        "sun_rate": sun([structure_from_cif(c) for c in final.cif]),
         "uniqueness": float(last.uniqueness),
         "novelty": float(last.novelty),
         "kl": float(last.kl),
-        "t_sample": float(metrics.t_sample.sum()),
-        "t_reward": float(metrics.t_reward.sum()),
-        "t_update": float(metrics.t_update.sum()),
-        "wall": float(metrics[["t_sample", "t_reward", "t_update"]].sum().sum()),
-        "evaluations": float(last.evaluations),
-        "evaluations_saved": float(metrics.evaluations_saved.sum()) if "evaluations_saved" in metrics else 0.0,
-        "discoveries": len(discoveries),
-        "yield_per_1000": 1000.0 * len(discoveries) / max(float(last.evaluations), 1.0),
+        **{t: float(metrics[t].sum()) for t in ("t_sample", "t_screen", "t_reward", "t_update")},
+        "wall": float(metrics[["t_sample", "t_screen", "t_reward", "t_update"]].sum().sum()),
         "iterations": int(len(metrics)),
     }
 
@@ -152,10 +144,9 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
             file=sys.stderr,
         )
     bar = tqdm(todo, desc=f"suite {suite.name}", unit="run", disable=not progress)
-    sun_by_task: dict[str, SUNRate] = {}
+    known_by_task: dict[str, list] = {}
     for task, label, seed in bar:
-        agent, options = resolve_agent(label, task)
-        run_unless_held(task, agent, seed, _run_dir(out, task, label, seed), cfg, options, sun_by_task)
+        run_unless_held(task, resolve_agent(label, task), seed, _run_dir(out, task, label, seed), cfg, known_by_task)
     missing = []
     for task, label, seed in jobs:  # every finished run, whichever process ran it
         summary = finished_summary(_run_dir(out, task, label, seed))
@@ -176,53 +167,54 @@ def _run_dir(out: Path, task: BenchTask, label: str, seed: int) -> Path:
     return out / "runs" / task.task.name / label / f"seed{seed}"
 
 
-def resolve_agent(label: str, task: BenchTask) -> tuple[str, dict]:
-    """The agent and options behind a suite's agent label: an agent name, or a variant such as "active-random"."""
-    agent, options = VARIANTS.get(label, (label, {}))
-    return agent, {**options, **task.agent_options.get(label, {})}
+def resolve_agent(label: str, task: BenchTask) -> Label:
+    """What a suite's agent label runs: an agent name, or a variant such as "active-random", with the task's options for the label."""
+    base = VARIANTS.get(label, Label(label))
+    return Label(base.agent, {**base.options, **task.agent_options.get(label, {})}, base.train, base.note)
 
 
-def run_one(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> dict:
-    """Train (or finish) one run of `agent` on `task` in `run_dir` and return its summary; a finished run is only read.
+def run_one(task: BenchTask, label: Label, seed: int, run_dir: Path, cfg: SweepConfig, known_by_task: dict[str, list]) -> dict:
+    """Train (or finish) one run of `label` on `task` in `run_dir` and return its summary; a finished run is only read.
 
-    `sun_by_task` caches each task's SUNRate (its known crystals) across calls.
+    `known_by_task` caches each task's training crystals (novelty and the hull) across calls.
     """
     with RunLock(run_dir):  # until the summary is written: another process must not take a finished but unsummarised run
         if finished_summary(run_dir) is None:
-            _train_and_summarise(task, agent, seed, run_dir, cfg, options, sun_by_task)
+            _train_and_summarise(task, label, seed, run_dir, cfg, known_by_task)
     return finished_summary(run_dir)
 
 
-def _train_and_summarise(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> None:
+def _train_and_summarise(task: BenchTask, label: Label, seed: int, run_dir: Path, cfg: SweepConfig, known_by_task: dict[str, list]) -> None:
     """Train (or resume) the run in `run_dir`, then write its summary.json."""
     data_file = _data_file(task, cfg.data_dir)
+    settings = {"batch_size": task.batch_size, "relax": task.relax, **label.train}
     train = TrainConfig(
         env_id=task.env_id,
-        agent=agent,
-        iterations=task.iterations,
-        batch_size=task.batch_size,
+        agent=label.agent,
+        budget=task.budget,
         steps=task.steps,
         seed=seed,
         out=str(run_dir),
         device=cfg.device,
         novelty_reference=data_file,
-        agent_options=options,
+        hull_references=task.hull_references,
+        agent_options=label.options,
         diversity=task.diversity,
         ray_address=cfg.ray_address,
+        **settings,
     )
+    train.iterations = task.max_iterations(evaluated_per_iteration(train))
     Trainer(train).run(resume=(run_dir / "checkpoint.pt").exists(), progress=False, lock=False)  # run_one holds the lock
     name = task.task.name
-    if name not in sun_by_task:
-        spec = load_prior(task.task.prior, num_steps=1).spec
-        known = training_data(spec, data_file).structures if data_file else []
-        sun_by_task[name] = SUNRate(known, known[: task.hull_references] if task.hull_references else known)
-    atomic_text(run_dir / "summary.json", json.dumps(summarise_run(run_dir, sun_by_task[name], task), indent=1))
+    if name not in known_by_task:
+        known_by_task[name] = known_crystals(load_prior(task.task.prior, num_steps=1), data_file)
+    atomic_text(run_dir / "summary.json", json.dumps(summarise_run(run_dir, task, known_by_task[name], seed), indent=1))
 
 
-def run_unless_held(task: BenchTask, agent: str, seed: int, run_dir: Path, cfg: SweepConfig, options: dict, sun_by_task: dict[str, SUNRate]) -> None:
+def run_unless_held(task: BenchTask, label: Label, seed: int, run_dir: Path, cfg: SweepConfig, known_by_task: dict[str, list]) -> None:
     """`run_one`, or a note on stderr when another process holds `run_dir` (so several processes can share a sweep)."""
     try:
-        run_one(task, agent, seed, run_dir, cfg, options, sun_by_task)
+        run_one(task, label, seed, run_dir, cfg, known_by_task)
     except RunLockedError as exc:
         print(f"skipping {run_dir}: {exc}", file=sys.stderr)
 
@@ -241,11 +233,21 @@ def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (), command: str | None = None) -> str:
-    """Mean and 95% bootstrap interval over seeds per task and agent; the best mean per task and column in bold (ties all bold).
+def _selects(agent_label: str) -> bool:
+    """Whether a label's agent evaluates a choice from a pool larger than what it evaluates (its config's `oversample` > 1)."""
+    from ..agents.trainer import AGENTS
 
-    `missing` names the sweep's unfinished runs; a table with any is marked partial at the top.
-    `command` is the sweep's command line, written under the title.
+    agent = VARIANTS.get(agent_label, Label(agent_label)).agent
+    return agent in AGENTS and getattr(AGENTS[agent][1](), "oversample", 1) > 1
+
+
+def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (), command: str | None = None) -> str:
+    """Mean and 95% bootstrap interval over seeds per task and agent.
+
+    Only columns that selection cannot inflate (`HIGHER_IS_BETTER`) are bolded, at the best mean per
+    task (ties all bold); in the columns read from the evaluated batches (`SELECTION_INFLATED`) an
+    agent that chooses from a larger pool is marked †. `missing` names the sweep's unfinished runs;
+    a table with any is marked partial at the top. `command` is the sweep's command line.
     """
     lines = [f"# Suite `{suite.name}`", "", suite.description, ""]
     if command:
@@ -255,7 +257,12 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
     columns = [c for c in REPORTED if c in results.columns]
     for task, group in results.groupby("task", sort=False):
         spec = next(t for t in suite.tasks if t.task.name == task)
-        lines += [f"## {task}", "", f"success: {spec.success}; budget {spec.budget} evaluations; batch {spec.batch_size}, T={spec.steps}; policy_success on {spec.policy_samples} fresh samples", ""]
+        batch = f"batch {spec.batch_size}" if spec.batch_size else "each agent's batch (64; matinvent 16)"
+        lines += [
+            f"## {task}", "",
+            f"success: {spec.success}; budget {spec.budget} property evaluations; {batch}, T={spec.steps}; "
+            f"screen E_hull from a CHGNet {'relaxation' if spec.relax else 'single point'}; policy figures on {spec.policy_samples} fresh samples", "",
+        ]  # fmt: skip
         by_agent = {agent: rows for agent, rows in group.groupby("agent", sort=False)}
         means = {(agent, col): rows[col].dropna().mean() for agent, rows in by_agent.items() for col in columns}
         best = {}
@@ -274,15 +281,25 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
                     continue
                 lo, hi = bootstrap_interval(values)
                 cell = f"{values.mean():.3g} [{lo:.3g}, {hi:.3g}]" + (f" ({len(values)}/{len(rows)})" if len(values) < len(rows) else "")
+                if col in SELECTION_INFLATED and _selects(agent):
+                    cell += " †"
                 cells.append(f"**{cell}**" if col in best and values.mean() == best[col] else cell)
             lines.append(f"| {agent} | {len(rows)} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("Each cell: mean over seeds [95% percentile-bootstrap interval of the mean]; (k/n): only k of n seeds reached it.")
-    lines.append("evals_to_50/80: property evaluations until the batch success rate first reached 50%/80%. ")
-    lines.append("found_50/200: property evaluations until the run had found 50/200 distinct, valid, novel successes. ")
-    lines.append("final_success: the last training batch (an agent that chooses what to evaluate filters it); "
-                 "policy_success: fresh, unfiltered samples of the final policy, scored apart from the budget. ")
-    lines.append("yield_per_1000: distinct, valid, novel successes over the whole run per 1,000 property evaluations. ")
-    lines.append("evaluations_saved: crystals sampled but never sent to the reward. ")
-    lines.append("sun_rate: final batch, CHGNet single-point E_hull <= 0.1 eV/atom, unique, novel. t_*: seconds in total. prior: the no-update floor.")
+    lines.append("Each cell: mean over seeds [95% percentile-bootstrap interval of the mean]; (k/n): only k of n seeds reached it. "
+                 "Bold: the best mean, only in columns that an agent's choice of what to evaluate cannot inflate.")
+    lines.append("")
+    lines.append("- A discovery is a SUN success: the task's target met, stable (E_hull <= 0.1 eV/atom on the screen's CHGNet hull), "
+                 "novel against the prior's training crystals, and distinct from the run's earlier discoveries.")
+    lines.append("- found_50/200: property evaluations until the run's 50th/200th discovery. yield_per_1000: discoveries per 1,000 property evaluations.")
+    lines.append("- policy_success / policy_sun_success: fresh, unfiltered samples of the final policy (a seed drawn per run), "
+                 "scored apart from the budget: the share that meets the target / that is also a SUN success.")
+    lines.append("- pool_sun_rate: the share of the last sampled pool that passed the whole screen (guards, unique, novel, stable).")
+    lines.append("- evaluations: crystals sent to the property (the counted cost; each once). screen_calls: CHGNet single points and "
+                 "relaxation steps spent screening. sampled: crystals the policy generated.")
+    lines.append("- evals_to_50/80, final_success, best_reward, uniqueness, novelty: read from the evaluated batches; † marks agents "
+                 "that choose them from a larger pool (matinvent, active), whose batches these figures flatter.")
+    lines.append("- Every agent evaluates only crystals that pass the screen, except `rwkl`/`rwkl-tuned` (the unscreened ablation). "
+                 "ppo and reinforce also learn from screened-out crystals at the failure reward (known, no evaluation); "
+                 "matinvent, rwkl and active learn from evaluated crystals only. t_*: seconds in total. prior: the no-update floor.")
     return "\n".join(lines) + "\n"

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
-from .runner import SUNRate, SweepConfig, finished_summary, run_unless_held
+from .runner import SweepConfig, finished_summary, resolve_agent, run_unless_held
 from .suites import SUITES, BenchTask
 
 CRITERION = ("yield_per_1000", "final_success")  # higher is better, compared in this order
@@ -79,10 +79,11 @@ def run_tuning(plan: TuningPlan, cfg: SweepConfig, agents: list[str]) -> pd.Data
     """Run (or finish) every variant of `agents`, then tabulate every finished run under `cfg.out`."""
     check_plan(plan)
     out = Path(cfg.out)
-    sun: dict[str, SUNRate] = {}
+    known: dict[str, list] = {}
     for agent in agents:
         for options in plan.variants(agent):
-            run_unless_held(plan.task, agent, plan.seed, out / "runs" / agent / label(options), cfg, options, sun)
+            base = resolve_agent(agent, plan.task)
+            run_unless_held(plan.task, replace(base, options={**base.options, **options}), plan.seed, out / "runs" / agent / label(options), cfg, known)
     rows = []
     for agent in plan.grids:
         for options in plan.variants(agent):

@@ -70,6 +70,7 @@ class MLIPSource(PropertySource):
         self.relax_kwargs = {"fmax": fmax, "steps": steps, "timeout_s": timeout_s}
         self.cost = "mlip_relaxation" if relax else "mlip_single_point"
         self.guard: Callable[[Structure], str] | None = None
+        self.relax_steps = 0  # MLIP calls spent relaxing: the cost of a relaxation is its steps, not its crystals
 
     def set_guard(self, check: Callable[[Structure], str]) -> None:
         """Refuse a relaxed crystal that `check` refuses (it says why, or "")."""
@@ -93,10 +94,20 @@ class MLIPSource(PropertySource):
             return known
         return np.array([p.energy_per_atom for p in self.mlip.predict(structures)])
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "relax_steps": self.relax_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.relax_steps = state.get("relax_steps", 0)
+
     def compute(self, structures: Sequence[Structure]) -> Sequence[float] | PropertyValues:
         if not self.relax:
             return self.read(structures, None)
-        relaxed = [self.mlip.relax(s, **self.relax_kwargs) for s in structures]
+        relaxed = []
+        for s in structures:
+            relaxed.append(self.mlip.relax(s, **self.relax_kwargs))
+            self.relax_steps += relaxed[-1].steps
         refused = [self.guard(r.structure) if self.guard else "" for r in relaxed]
         keep = [i for i, why in enumerate(refused) if not why]
         values = np.full(len(structures), np.nan)

@@ -12,7 +12,8 @@ from helpers import perovskite
 from pymatgen.core import Lattice, Structure
 
 from latticegym.agents.active import ActiveConfig, ActiveLearning
-from latticegym.agents.rollout import Trajectories
+from latticegym.agents.pipeline import Pool, Screened
+from latticegym.agents.rollout import Rollout, Trajectories
 from latticegym.agents.trainer import TrainConfig, Trainer
 from latticegym.envs.tasks import get_task
 from latticegym.policies import load_prior
@@ -30,6 +31,13 @@ def abx3(a: str, b: str, x: str = "O", size: float = 3.9) -> Structure:
 def pure_oxygen() -> Structure:
     """Five oxygen atoms on perovskite sites: refused by the guards."""
     return Structure(Lattice.cubic(4.0), ["O"] * 5, [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def as_pool(structures: list, refused=(), trajectories=None) -> Pool:
+    """A screened pool in which the crystals at `refused` failed the screen."""
+    n = len(structures)
+    ok = ~np.isin(np.arange(n), list(refused))
+    return Pool(trajectories, structures, Screened(["" if o else "refused" for o in ok], ok, ok, ok, ok, np.zeros(n)))
 
 
 def crystals() -> list[Structure]:
@@ -91,15 +99,14 @@ def agent(prior, **options) -> ActiveLearning:
     return a
 
 
-def test_select_leaves_refused_crystals_last_and_caps_repeats_of_a_formula(prior):
+def test_select_takes_only_survivors_and_caps_repeats_of_a_formula(prior):
     oxygen = pure_oxygen()
     pool = [oxygen] * 4 + [perovskite()] * 6 + [abx3("Ba", "Zr")] * 2
-    chosen = agent(prior, acquisition="random", max_per_formula=2).select(pool, 10)
-    assert len(chosen) == len(set(chosen)) == 10
+    chosen = agent(prior, acquisition="random", max_per_formula=2).select(as_pool(pool, refused=range(4)), 10).indices
+    assert len(chosen) == len(set(chosen)) == 8  # the 8 survivors: a screened-out crystal is never evaluated
     formulas = [pool[i].composition.reduced_formula for i in chosen]
     assert sorted(formulas[:4]) == ["BaZrO3", "BaZrO3", "SrTiO3", "SrTiO3"]  # the cap of 2 per formula first
-    assert formulas[4:8] == ["SrTiO3"] * 4  # then the capped ones
-    assert set(chosen[8:]) <= {0, 1, 2, 3}  # pure oxygen, refused by the guards, only to fill the batch
+    assert formulas[4:] == ["SrTiO3"] * 4  # then the capped ones fill what room is left
 
 
 def test_ucb_picks_what_the_surrogate_ranks_best_and_random_does_not(prior):
@@ -110,23 +117,23 @@ def test_ucb_picks_what_the_surrogate_ranks_best_and_random_does_not(prior):
     for a in (ucb, rnd):
         a.surrogate.observe(pool, result.properties, result.ok)
     truth = result.values
-    pick_ucb = ucb.select(pool, 20)
-    pick_rnd = rnd.select(pool, 20)
+    pick_ucb = ucb.select(as_pool(pool), 20).indices
+    pick_rnd = rnd.select(as_pool(pool), 20).indices
     assert truth[pick_ucb].mean() > truth[pick_rnd].mean() + 0.1
     assert truth[pick_ucb].mean() > np.quantile(truth, 0.6)
 
 
 TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", agent="active", iterations=4, batch_size=6, steps=10, seed=0, agent_options={"oversample": 3, "min_train": 6})
+POOL = {**TINY.agent_options, "baseline": "pool"}
 
 
 def test_only_evaluated_crystals_are_counted_scored_and_recorded(tmp_path):
     """Surrogate-scored crystals (on here) join the update, and nothing else."""
-    trainer = Trainer(replace(TINY, out=str(tmp_path), agent_options={**TINY.agent_options, "surrogate_scored": 4}))
+    trainer = Trainer(replace(TINY, out=str(tmp_path), agent_options={**POOL, "surrogate_scored": 4}))
     trainer.run(progress=False)
     metrics, evaluated = pd.read_csv(tmp_path / "metrics.csv"), pd.read_csv(tmp_path / "evaluated.csv")
-    assert (metrics.evaluations_saved == 12).all()  # 18 sampled, 6 sent to the reward, every iteration
-    assert len(evaluated) == 4 * 6
-    assert metrics.evaluations.iloc[-1] == trainer.reward.evaluations <= 24  # guarded crystals cost nothing
+    assert (metrics.sampled.diff().dropna() == 18).all() and (metrics.evaluated <= 6).all()  # 18 sampled, at most 6 evaluated
+    assert len(evaluated) == metrics.evaluations.iloc[-1] == trainer.reward.evaluations <= 24  # screened crystals cost nothing
     np.testing.assert_allclose(metrics.success_rate, evaluated.groupby("iteration").success.mean())
     assert metrics["surrogate/train_size"].iloc[-1] <= 24  # trained on evaluated crystals only
     assert metrics.surrogate_scored.max() == 4  # PPO saw them, once the surrogate was ready
@@ -160,36 +167,36 @@ def test_a_crystal_outside_the_trusted_region_is_scored_below_its_mean(prior, mo
     a.surrogate.observe(crystals()[:40], seen.properties, seen.ok)
     draws = np.array([[0.6, 0.5, 0.1], [0.6, 0.5, 0.1], [0.6, 0.5, 0.1], [0.0, 0.5, 0.1]])  # crystal 0: mean 0.45, std 0.26
     monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.array([False, True, True])))
-    assert a.select(pool, 1).tolist() == [1]  # untrusted 0.45 - 0.26 < trusted 0.5
+    assert a.select(as_pool(pool), 1).indices.tolist() == [1]  # untrusted 0.45 - 0.26 < trusted 0.5
     monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.array([True, True, True])))
-    assert a.select(pool, 1).tolist() == [1]  # kappa 0: the means decide
+    assert a.select(as_pool(pool), 1).indices.tolist() == [1]  # kappa 0: the means decide
     a.cfg.kappa = 1.0
-    assert a.select(pool, 1).tolist() == [0]  # UCB: 0.45 + 0.26 > 0.5
+    assert a.select(as_pool(pool), 1).indices.tolist() == [0]  # UCB: 0.45 + 0.26 > 0.5
 
 
-def test_an_acquired_batch_is_judged_against_the_whole_pool(prior, monkeypatch):
-    """Advantages use the pool's estimated rewards: true where evaluated, the surrogate's elsewhere, 0 if refused."""
+def test_the_pool_baseline_judges_the_batch_against_the_whole_pool(prior, monkeypatch):
+    """With baseline="pool": the pool's estimated rewards, true where evaluated, the surrogate's elsewhere, 0 if refused."""
     oxygen = pure_oxygen()
     pool = [abx3("Sr", "Ti"), abx3("Ba", "Zr"), abx3("Ca", "Ti"), oxygen]
-    a = agent(prior)
+    a = agent(prior, baseline="pool")
     seen = a.reward(crystals()[:40])
     a.surrogate.observe(crystals()[:40], seen.properties, seen.ok)
     monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (np.array([[0.9, 0.2, 0.1]]), np.ones(3, bool)))
-    chosen = a.select(pool, 1)
-    assert chosen.tolist() == [0]
+    selection = a.select(as_pool(pool, refused=[3]), 1)
+    assert selection.indices.tolist() == [0]
 
     baselines = []
     monkeypatch.setattr(a.ppo, "update", lambda rollout, it, baseline=None, extra=None: baselines.append(baseline) or {})
     monkeypatch.setattr(a.surrogate, "observe", lambda *args: {})
-    rollout = SimpleNamespace(structures=[pool[0]], result=SimpleNamespace(values=np.array([0.7]), properties={}, ok=np.array([True])))
-    a.update(rollout, 1)
+    result = SimpleNamespace(values=np.array([0.7]), properties={}, ok=np.array([True]))
+    a.update(Rollout(None, [pool[0]], result, np.zeros(1, bool), 0.0, context=selection.context), 1)
     estimate = np.array([0.7, 0.2, 0.1, 0.0])  # evaluated: its true 0.7, not the predicted 0.9; oxygen: refused
     np.testing.assert_allclose(baselines[0], (estimate.mean(), estimate.std()))
 
     a.cfg.baseline = "batch"
-    a.select(pool, 1)
-    a.update(rollout, 2)
-    assert baselines[1] is None  # PPO normalises against the batch itself
+    selection = a.select(as_pool(pool, refused=[3]), 1)
+    a.update(Rollout(None, [pool[0]], result, np.zeros(1, bool), 0.0, context=selection.context), 2)
+    assert selection.context == {} and baselines[1] is None  # PPO normalises against the batch itself
 
 
 def test_surrogate_scored_crystals_are_unevaluated_pool_members_valued_with_distrust(prior, monkeypatch):
@@ -199,20 +206,22 @@ def test_surrogate_scored_crystals_are_unevaluated_pool_members_valued_with_dist
         torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 5, 3).clone(), torch.arange(4.0).view(1, 4, 1, 1).expand(2, 4, 5, 3).clone(),
         torch.zeros(2, 4, 3, 3), torch.ones(4, 5, dtype=torch.bool), torch.zeros(1, 4), torch.zeros(4),
     )
-    a = agent(prior, surrogate_scored=3)
+    a = agent(prior, baseline="pool", surrogate_scored=3)
     seen = a.reward(crystals()[:40])
     a.surrogate.observe(crystals()[:40], seen.properties, seen.ok)
     draws = np.array([[0.9, 0.6, 0.1], [0.9, 0.2, 0.1]])  # means 0.9, 0.4, 0.1; crystal 1 untrusted, std 0.2
     monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.array([True, False, True])))
-    assert a.select(pool, 1, marked).tolist() == [0]
-    picked = a.extra.frac[0, :, 0, 0].long().tolist()
+    selection = a.select(as_pool(pool, refused=[3], trajectories=marked), 1)
+    assert selection.indices.tolist() == [0]
+    extra = selection.context["surrogate_scored"]
+    picked = extra.frac[0, :, 0, 0].long().tolist()
     assert sorted(picked) == [1, 2, 3]  # every crystal not evaluated, never the evaluated one
-    value = dict(zip(picked, a.extra.rewards.tolist()))
+    value = dict(zip(picked, extra.rewards.tolist()))
     assert value == pytest.approx({1: 0.4 - 0.2, 2: 0.1, 3: 0.0})  # untrusted: mean - std; refused: 0
 
 
 def test_select_spends_nothing_on_a_formula_the_diversity_filter_has_used_up(prior, monkeypatch):
-    a = agent(prior)
+    a = agent(prior, baseline="pool")
     diversity = DiversityFilter("composition", tol=3, buffer=6)
     a.reward.filters.append(diversity)
     a.attach(a.reward)
@@ -223,7 +232,8 @@ def test_select_spends_nothing_on_a_formula_the_diversity_filter_has_used_up(pri
     draws = np.array([[0.9] * 3 + [0.5] * 3 + [0.1]])
     monkeypatch.setattr(a.surrogate, "predicted_rewards", lambda s, d, r: (draws, np.ones(7, bool)))
     before = dict(diversity.counts)
-    formulas = [pool[i].composition.reduced_formula for i in a.select(pool, 4)]
+    selection = a.select(as_pool(pool), 4)
+    formulas = [pool[i].composition.reduced_formula for i in selection.indices]
     assert formulas == ["BaZrO3", "BaZrO3", "CaTiO3", "SrTiO3"]  # SrTiO3 is at tol: no room, so it only fills the batch
     assert dict(diversity.counts) == before  # looking ahead changes no memory
-    np.testing.assert_allclose(a.pool_estimate[0], [0.9 * 2 / 3] * 3 + [0.5] * 3 + [0.1])
+    np.testing.assert_allclose(selection.context["pool_estimate"][0], [0.9 * 2 / 3] * 3 + [0.5] * 3 + [0.1])

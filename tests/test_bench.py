@@ -21,7 +21,7 @@ def test_suites_name_env_success_budget_and_settings():
     for suite in SUITES.values():
         for task in suite.tasks:
             assert task.env_id.startswith("LatticeGym/") and task.budget > 0 and task.success
-            assert task.iterations * task.batch_size >= task.budget
+            assert task.max_iterations(16) * 16 >= task.max_iterations_factor * task.budget
     with pytest.raises(KeyError, match="suites: quick, standard"):
         get_suite("nope")
 
@@ -32,15 +32,14 @@ def test_evals_to_reports_the_first_crossing():
     assert evals_to(metrics, 0.95) != evals_to(metrics, 0.95)  # NaN: never reached
 
 
-def test_markdown_bolds_the_best_mean_per_task():
+def test_markdown_bolds_only_what_selection_cannot_inflate_and_marks_selecting_agents():
     results = pd.DataFrame(
-        [
-            {"task": "PerovskiteLowHHI", "agent": "ppo", "seed": s, "final_success": 0.8 + 0.1 * s, "kl": 10.0} for s in range(2)
-        ]
-        + [{"task": "PerovskiteLowHHI", "agent": "rwkl", "seed": s, "final_success": 0.2, "kl": 5.0} for s in range(2)]
+        [{"task": "PerovskiteLowHHI", "agent": "ppo", "seed": s, "yield_per_1000": 80.0 + 10 * s, "final_success": 0.2, "kl": 10.0} for s in range(2)]
+        + [{"task": "PerovskiteLowHHI", "agent": "active", "seed": s, "yield_per_1000": 50.0, "final_success": 0.9, "kl": 5.0} for s in range(2)]
     )
     md = results_markdown(results, get_suite("quick"))
-    assert "| ppo | 2 | **0.85 [0.8, 0.9]** | 10 [10, 10] |" in md and "| rwkl | 2 | 0.2 [0.2, 0.2] | **5 [5, 5]** |" in md
+    assert "| ppo | 2 | **85 [80, 90]** | 0.2 [0.2, 0.2] | 10 [10, 10] |" in md
+    assert "| active | 2 | 50 [50, 50] | 0.9 [0.9, 0.9] † | **5 [5, 5]** |" in md  # the higher batch success is not bold
 
 
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_seeds():
@@ -85,8 +84,9 @@ def test_a_variant_label_names_an_agent_and_its_options():
     from latticegym.benchmarks.runner import resolve_agent
 
     task = get_suite("standard").tasks[0]
-    assert resolve_agent("active-random", task) == ("active", {"acquisition": "random", "baseline": "batch"})
-    assert resolve_agent("ppo", task) == ("ppo", {})
+    assert (resolve_agent("active-random", task).agent, resolve_agent("active-random", task).options) == ("active", {"acquisition": "random"})
+    assert (resolve_agent("ppo", task).agent, resolve_agent("ppo", task).options, resolve_agent("ppo", task).train) == ("ppo", {}, {})
+    assert resolve_agent("rwkl", task).train == {"screen": False}  # the unscreened ablation
 
 
 def test_experimental_tasks_stay_out_of_the_standard_suite():
@@ -133,8 +133,8 @@ def test_shipped_defaults_are_the_settings_the_tuning_table_chose():
     assert set(chosen) == set(TUNING.grids), "every agent's tuning must be finished and recorded"
     for agent, setting in chosen.items():
         if agent in SHIPPED_AS:  # a baseline keeps its released defaults; the winner is a suite label
-            variant_agent, options = VARIANTS[SHIPPED_AS[agent]]
-            assert variant_agent == agent and label(options) == setting
+            variant = VARIANTS[SHIPPED_AS[agent]]
+            assert variant.agent == agent and label(variant.options) == setting
             continue
         config = make_agent_config(agent)
         assert label({k: getattr(config, k) for k in TUNING.grids[agent]}) == setting, agent
@@ -157,10 +157,10 @@ def test_evals_to_find_counts_to_the_iteration_of_the_kth_discovery():
     from latticegym.benchmarks.runner import evals_to_find
 
     metrics = pd.DataFrame({"iteration": [0, 1, 2], "evaluations": [10.0, 20.0, 30.0]})
-    win_iterations = np.array([0, 0, 1, 1, 2, 2])
-    assert evals_to_find(metrics, win_iterations, [0, 2, 3, 5], 3) == 20.0
-    assert evals_to_find(metrics, win_iterations, [0, 2, 3, 5], 4) == 30.0
-    assert np.isnan(evals_to_find(metrics, win_iterations, [0, 2], 3))
+    discovery_iterations = np.array([0, 1, 1, 2])
+    assert evals_to_find(metrics, discovery_iterations, 3) == 20.0
+    assert evals_to_find(metrics, discovery_iterations, 4) == 30.0
+    assert np.isnan(evals_to_find(metrics, discovery_iterations, 5))
 
 
 def test_a_partial_sweep_says_so_at_the_top():

@@ -27,8 +27,10 @@ def test_a_run_writes_metrics_best_evaluated_and_tensorboard(tmp_path):
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.iteration) == [0, 1] and set(REQUIRED) <= set(metrics.columns)
     assert metrics.evaluations.is_monotonic_increasing and metrics.evaluations.iloc[-1] <= 12
-    evaluated = pd.read_csv(run / "evaluated.csv")
-    assert len(evaluated) == 12 and {"cif", "reward", "hhi", "success", "reason"} <= set(evaluated.columns)
+    evaluated = pd.read_csv(run / "evaluated.csv")  # the screen's survivors only
+    assert len(evaluated) == metrics.evaluations.iloc[-1] == metrics.evaluated.sum()
+    assert {"cif", "reward", "hhi", "success", "discovery", "e_hull", "stable", "novel", "reason"} <= set(evaluated.columns)
+    assert (evaluated.e_hull <= 0.1).all() and evaluated.stable.all()
     best = read_csv(run / "best.csv")  # CDVAE format: readable by our own reader
     assert len(best) >= 1 and {"reward", "hhi"} <= set(best.properties)
     assert np.all(np.diff(best.properties["reward"]) <= 0)

@@ -29,9 +29,11 @@ class Agent(Protocol):
     # Reward-side diversity filter the agent's recipe expects (DiversityFilter kwargs), or None.
     default_diversity: dict | None
 
-    def attach(self, reward) -> None: ...
+    def attach(self, reward) -> None:
+        """See the task's reward before the first iteration."""
 
-    def select(self, pool: Pool, n: int) -> Selection: ...
+    def select(self, pool: Pool, n: int) -> Selection:
+        """At most `n` of `pool.candidates` to evaluate, and what `update` needs of the choice."""
 
     def update(self, rollout: Rollout, iteration: int) -> dict[str, float]: ...
 

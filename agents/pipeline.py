@@ -213,4 +213,5 @@ class FirstSurvivors:
         """Agents that model the reward keep it; these only sample and learn."""
 
     def select(self, pool: Pool, n: int) -> Selection:
+        """The first `n` survivors (`first_survivors`)."""
         return first_survivors(pool, n)

@@ -14,7 +14,7 @@ from pathlib import Path
 def table(text: str) -> list[str]:
     """The demo's result rows, whitespace-normalised."""
     start = text.index("fresh samples each")
-    rows = re.findall(r"^(?:prior|fine-tuned)\s+[\d. ]+$", text[start:], flags=re.M)
+    rows = re.findall(r"^(?:prior|fine-tuned)\s+[\d. na]+$", text[start:], flags=re.M)
     return [" ".join(r.split()) for r in rows[:2]]
 
 

@@ -56,27 +56,32 @@ def test_bootstrap_interval_covers_the_mean_and_narrows_with_seeds():
 @pytest.mark.slow
 def test_quick_suite_end_to_end_and_a_rerun_skips_finished_runs(tmp_path, perov_path):
     out = tmp_path / "bench"
-    args = ("bench", "--suite", "quick", "--agents", "prior,rwkl,active-random", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
+    args = ("bench", "--suite", "quick", "--agents", "prior,matinvent,rwkl,active-random", "--seeds", "1", "--out", str(out), "--data", str(perov_path.parent))
     result, peak_gb = run_cli_measured(*args, timeout=1500)
     assert result.returncode == 0, result.stderr
     assert peak_gb < 4.0, f"the quick suite peaked at {peak_gb:.2f} GB"
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 6 and set(results.agent) == {"prior", "rwkl", "active-random"}
-    for col in ("evals_to_50", "found_50", "final_success", "policy_success", "yield_per_1000", "sun_rate", "uniqueness", "novelty", "kl", "evaluations_saved", "t_sample"):
+    assert len(results) == 8 and set(results.agent) == {"prior", "matinvent", "rwkl", "active-random"}
+    for col in ("found_50", "yield_per_1000", "policy_success", "policy_sun_success", "pool_sun_rate", "evaluations", "screen_calls", "sampled", "final_success", "kl", "t_screen"):
         assert col in results.columns
-    saved = results.set_index(["task", "agent"]).evaluations_saved
-    assert (saved.xs("active-random", level="agent") > 0).all() and (saved.drop("active-random", level="agent") == 0).all()
-    assert results.policy_success.between(0, 1).all()
-    assert results.novelty.notna().all() and results.sun_rate.between(0, 1).all()
+    by = results.set_index(["task", "agent"])
+    budgets = {t.task.name: t.budget for t in get_suite("quick").tasks}
+    for (task, agent), row in by.iterrows():  # every run spends its budget (or stops at its cap) and no more than one batch past it
+        assert budgets[task] <= row.evaluations < budgets[task] + 16 or row.iterations == get_suite("quick").tasks[0].max_iterations(16)
+    assert (by.sampled.xs("matinvent", level="agent") >= 12 * by.evaluations.xs("matinvent", level="agent")).all()  # pools of 12 x 16
+    assert (by.screen_calls > 0).all()
+    assert results.policy_success.between(0, 1).all() and results.policy_sun_success.between(0, 1).all()
+    assert (results.policy_sun_success <= results.policy_success).all()
     md = (out / "results.md").read_text()
-    assert "## PerovskiteFormationEnergy" in md and f"`latticegym bench --suite quick --agents prior,rwkl,active-random --seeds 1 --out {out}`" in md
+    assert "## PerovskiteFormationEnergy" in md and f"`latticegym bench --suite quick --agents prior,matinvent,rwkl,active-random --seeds 1 --out {out}`" in md
+    assert "†" in md  # matinvent and active choose their batches
     for png in ("learning_curves.png", "property_histograms.png", "gallery.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    summary = json.loads((out / "runs/PerovskiteLowHHI/rwkl/seed0/summary.json").read_text())
+    summary = json.loads((out / "runs/PerovskiteLowHHI/matinvent/seed0/summary.json").read_text())
     start = time.time()
     again = run_cli(*args, timeout=600)
     assert again.returncode == 0 and time.time() - start < 120
-    assert json.loads((out / "runs/PerovskiteLowHHI/rwkl/seed0/summary.json").read_text()) == summary
+    assert json.loads((out / "runs/PerovskiteLowHHI/matinvent/seed0/summary.json").read_text()) == summary
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)
 
 

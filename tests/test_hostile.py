@@ -207,7 +207,7 @@ def test_bench_holds_a_run_until_its_summary_is_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "summarise_run", summarise)
     task = BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=4, batch_size=4, steps=3)
-    assert runner.run_one(task, "prior", 0, run_dir, runner.SweepConfig(out=str(tmp_path)), {}, {}) == {"done": 1}
+    assert runner.run_one(task, runner.resolve_agent("prior", task), 0, run_dir, runner.SweepConfig(out=str(tmp_path)), {}) == {"done": 1}
     assert seen == ["held"]
 
 

@@ -55,6 +55,6 @@ def test_model_chatter_is_hidden_unless_verbose_and_missing_novelty_is_explained
     quiet = subprocess.run([sys.executable, "-m", "latticegym.cli", *args, "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0, quiet.stderr
     assert "initialized with" not in quiet.stdout + quiet.stderr and "CHGNet will run" not in quiet.stdout + quiet.stderr
-    assert "novelty will be logged as nan: pass --reference" in quiet.stderr
+    assert "no --reference: the screen cannot check novelty" in quiet.stderr
     loud = subprocess.run([sys.executable, "-m", "latticegym.cli", *args, "--out", str(tmp_path / "v"), "-v"], capture_output=True, text=True, timeout=600)
     assert loud.returncode == 0 and "initialized with" in loud.stderr

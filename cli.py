@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
     p.add_argument("--env", help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`), or LatticeGym/Custom-v0 with --prior and --reward")
-    p.add_argument("--agent", choices=["ppo", "matinvent", "rwkl", "reinforce", "active", "prior"], help="RL algorithm; 'matinvent' is MatInvent's released pipeline, 'rwkl' its update alone, 'active' evaluates only the samples a reward surrogate ranks best, 'prior' samples without updating, the floor (default: ppo)")
+    p.add_argument("--agent", choices=["ppo", "grpo", "matinvent", "rwkl", "reinforce", "active", "prior", "pyxtal"], help="RL algorithm; 'matinvent' is MatInvent's released pipeline, 'rwkl' its update alone, 'grpo' group-relative PPO (OMatG-IRL's settings), 'active' evaluates only the samples a reward surrogate ranks best; floors: 'prior' samples without updating, 'pyxtal' samples random symmetric crystals (default: ppo)")
     p.add_argument("--prior", help="fine-tune this prior instead of the task's: a shipped prior's name, a .pt file, or a `pretrain` or `train` run directory")
     p.add_argument("--reward", help="LatticeGym/Custom-v0's reward: a registered name, module:attr naming a factory, or a YAML/JSON reward config")
     p.add_argument("--iterations", type=ROUNDS, help="RL iterations at most (default: 30)")

@@ -98,6 +98,7 @@ class ActiveLearning:
     name = "active"
     default_diversity: dict | None = None
     batch_size = 64
+    generates = False
     learns_from_screened = False  # PPO on the evaluated batch alone: it is what the acquisition chose
 
     def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: ActiveConfig | None = None, seed: int = 0):
@@ -110,7 +111,7 @@ class ActiveLearning:
         self.diversity: DiversityFilter | None = None
         self.surrogate: RewardSurrogate | None = None
 
-    def attach(self, reward) -> None:
+    def attach(self, reward, known: list | None = None) -> None:
         """Give the agent the task's reward: its guards, shaping and objectives (never its evaluations)."""
         if not hasattr(reward, "objectives"):
             raise ValueError(f"the active agent needs a CompositeReward to model, got {type(reward).__name__}")

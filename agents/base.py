@@ -18,7 +18,9 @@ class Agent(Protocol):
       whatever its `update` needs to know of the choice (`Selection.context`, handed on in `Rollout.context`);
     - `update(rollout, iteration)` learns from the evaluated crystals (and, with `learns_from_screened`,
       the screened-out ones at the failure reward) and returns the statistics to log;
-    - `attach(reward)` shows the agent the task's reward (guards, shaping, filters), never its evaluations;
+    - `attach(reward, known)` shows the agent the task's reward (guards, shaping, filters), never its
+      evaluations, and the prior's training crystals;
+    - with `generates`, `sample(n)` makes the pool (crystals without trajectories) instead of the policy;
     - `state_dict`/`load_state_dict` for exact resume.
     """
 
@@ -26,11 +28,12 @@ class Agent(Protocol):
     batch_size: int  # E when the run does not set it
     pool_factor: int  # the pool holds E x pool_factor crystals
     learns_from_screened: bool
+    generates: bool  # True: `sample(n)` makes the pool instead of the policy (a non-learned floor)
     # Reward-side diversity filter the agent's recipe expects (DiversityFilter kwargs), or None.
     default_diversity: dict | None
 
-    def attach(self, reward) -> None:
-        """See the task's reward before the first iteration."""
+    def attach(self, reward, known: list | None = None) -> None:
+        """See the task's reward and the prior's training crystals before the first iteration."""
 
     def select(self, pool: Pool, n: int) -> Selection:
         """At most `n` of `pool.candidates` to evaluate, and what `update` needs of the choice."""

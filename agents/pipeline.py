@@ -175,7 +175,7 @@ class Screen:
 class Pool:
     """One iteration's sampled crystals, their trajectories, and what the screen found."""
 
-    trajectories: Trajectories
+    trajectories: Trajectories | None  # None when the agent generates crystals without the policy
     structures: list
     screened: Screened
     drop: bool = True  # whether screened-out crystals may be evaluated
@@ -208,9 +208,10 @@ class FirstSurvivors:
     batch_size: int = 64  # E, when the run does not set it
     pool_factor: int = 1
     learns_from_screened: bool = True  # screened-out crystals join the update with the failure reward
+    generates: bool = False  # True: the agent's `sample(n)` makes the pool, not the policy
 
-    def attach(self, reward) -> None:
-        """Agents that model the reward keep it; these only sample and learn."""
+    def attach(self, reward, known: list | None = None) -> None:
+        """Agents that model the reward or the data keep them; these only sample and learn."""
 
     def select(self, pool: Pool, n: int) -> Selection:
         """The first `n` survivors (`first_survivors`)."""

@@ -36,9 +36,11 @@ from .loggers import RunLog, append_csv, truncate_csv
 from .active import ActiveConfig, ActiveLearning
 from .options import check_ranges, parse_options
 from .pipeline import Pool, Screen, ScreenConfig, Selection
+from .grpo import GRPO, GRPOConfig
 from .ppo import PPO, PPOConfig
 from .prior_only import PriorOnly, PriorOnlyConfig
 from .reinforce import REINFORCE, REINFORCEConfig
+from .random_crystals import RandomCrystals, RandomCrystalsConfig
 from .rollout import Rollout, Trajectories, collect, unscored
 from .rwkl import MatInvent, MatInventConfig, RewardWeightedKL, RWKLConfig
 
@@ -49,6 +51,8 @@ AGENTS: dict[str, tuple[type, type]] = {
     "prior": (PriorOnly, PriorOnlyConfig),
     "active": (ActiveLearning, ActiveConfig),
     "matinvent": (MatInvent, MatInventConfig),
+    "grpo": (GRPO, GRPOConfig),
+    "pyxtal": (RandomCrystals, RandomCrystalsConfig),
 }
 CHECKPOINT = "checkpoint.pt"
 
@@ -237,7 +241,7 @@ class Trainer:
                 self.workers = RolloutWorkers(self.task.prior, cfg.steps, self.pool_size, cfg.rollout_workers, cfg.correctors)
             if cfg.ray_address:
                 distribute(self.reward, cfg.ray_workers)
-        self.agent.attach(self.reward)
+        self.agent.attach(self.reward, self.known)
         self.sampler = CrystalDenoisingVectorEnv(num_envs=self.pool_size, prior=self.prior, reward=unscored, num_steps=cfg.steps, correctors=cfg.correctors)
         self.generator = torch.Generator(device=self.policy.device).manual_seed(cfg.seed)
         self.iteration = 0  # the next one to run
@@ -370,8 +374,10 @@ class Trainer:
         hists = {"reward": result.values, "e_hull": pool.screened.e_hull, **{f"property/{k}": v for k, v in result.properties.items()}}
         return metrics, hists
 
-    def _sample(self) -> tuple[Trajectories, list]:
-        """A pool of P crystals from the current policy, with no reward."""
+    def _sample(self) -> tuple[Trajectories | None, list]:
+        """A pool of P crystals from the current policy (or the agent, if it generates its own), with no reward."""
+        if self.agent.generates:
+            return None, self.agent.sample(self.pool_size)
         if self.workers is None:
             rollout = collect(self.sampler, self.policy, self.generator, seed=self.cfg.seed if self.iteration == 0 else None)
             return rollout.trajectories, rollout.structures
@@ -406,8 +412,9 @@ class Trainer:
             np.concatenate([result.ok, np.zeros(m, dtype=bool)]),
             list(result.reasons) + [f"screened out: {pool.screened.reasons[i]}" for i in refused],
         )
-        trajectories = pool.trajectories.index(rows)
-        trajectories.rewards = torch.as_tensor(combined.values, dtype=torch.float32, device=trajectories.rewards.device)
+        trajectories = pool.trajectories.index(rows) if pool.trajectories is not None else None
+        if trajectories is not None:
+            trajectories.rewards = torch.as_tensor(combined.values, dtype=torch.float32, device=trajectories.rewards.device)
         evaluated = np.arange(n + m) < n
         return Rollout(trajectories, [pool.structures[i] for i in rows], combined, np.concatenate([success, np.zeros(m, bool)]), 0.0, evaluated, selection.context)
 
@@ -433,7 +440,7 @@ class Trainer:
             "uniqueness": uniqueness,
             "novelty": novelty if novelty is not None else float("nan"),
             # of the policy that sampled this pool, before its update
-            "kl": float(trajectory_kl(self.policy, self.prior, pool.trajectories.index(range(min(self.cfg.kl_crystals, len(pool))))).mean()),
+            "kl": self._kl(pool),
             "ok_rate": mean(result.ok),
             "update_rows": float(len(rollout)),
         }
@@ -443,6 +450,12 @@ class Trainer:
             finite = np.asarray(values, dtype=float)[np.isfinite(values)]
             metrics[f"{name}_mean"] = float(finite.mean()) if len(finite) else float("nan")
         return metrics
+
+    def _kl(self, pool: Pool) -> float:
+        """KL(policy || prior) over whole trajectories of the pool's first crystals, before this iteration's update (0 without trajectories)."""
+        if pool.trajectories is None:
+            return 0.0
+        return float(trajectory_kl(self.policy, self.prior, pool.trajectories.index(range(min(self.cfg.kl_crystals, len(pool))))).mean())
 
     def _record(self, pool: Pool, chosen: list[int], result: RewardResult, success: np.ndarray, found: np.ndarray) -> None:
         it = self.iteration
@@ -481,7 +494,15 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate_policy(
-    policy: DiffusionPolicy, task: Task | str, num: int = 256, seed: int = 12345, batch_size: int = 64, label: str = "", known: list | None = None, relax: bool = False
+    policy: DiffusionPolicy | None,
+    task: Task | str,
+    num: int = 256,
+    seed: int = 12345,
+    batch_size: int = 64,
+    label: str = "",
+    known: list | None = None,
+    relax: bool = False,
+    sampler=None,
 ) -> dict[str, float]:
     """Fresh, unfiltered samples of `policy` scored by the task's plain reward (no diversity filter), apart from any budget.
 
@@ -498,16 +519,20 @@ def evaluate_policy(
         label: when given, a progress bar names what is being scored.
         known: the prior's training crystals, for novelty and the hull.
         relax: relax before reading E_hull, as the run's screen did.
+        sampler: makes the `num` crystals instead of `policy` (an agent that generates its own, seeded by its own seed).
     """
     task = get_task(task) if isinstance(task, str) else task
     reward = task.make_reward()
-    batch_size = min(batch_size, num)
-    env = CrystalDenoisingVectorEnv(num_envs=batch_size, prior=policy, reward=unscored, num_steps=policy.num_steps)
-    generator = torch.Generator(device=policy.device).manual_seed(seed)
-    structures = []
-    for b in tqdm(range(-(-num // batch_size)), desc=f"sampling {num} fresh crystals of the {label}", unit="batch", disable=not label):
-        structures += collect(env, policy, generator, seed=seed + b).structures
-    structures = structures[:num]
+    if sampler is not None:
+        structures = sampler(num)
+    else:
+        batch_size = min(batch_size, num)
+        env = CrystalDenoisingVectorEnv(num_envs=batch_size, prior=policy, reward=unscored, num_steps=policy.num_steps)
+        generator = torch.Generator(device=policy.device).manual_seed(seed)
+        structures = []
+        for b in tqdm(range(-(-num // batch_size)), desc=f"sampling {num} fresh crystals of the {label}", unit="batch", disable=not label):
+            structures += collect(env, policy, generator, seed=seed + b).structures
+        structures = structures[:num]
     result = reward(structures)
     success = np.array([task.is_success(result, i) for i in range(num)], dtype=bool)
     with warnings.catch_warnings():

@@ -4,8 +4,9 @@
 
 For each prior's data (perov_5, carbon_24: every crystal of the shared file) prints the extremes
 that the thresholds in `crystal` and `envs.tasks` sit beyond, then, for the guards of that family's
-tasks, the share of real crystals and of the shipped prior's samples that each guard refuses, and
-the pass rate with every guard against the pass rate with the earlier guards alone. `--write`
+tasks, the share of real crystals, of the shipped prior's samples and of the PyXtal floor's random
+symmetric crystals (agents/random_crystals.py, compositions of the real ones) that each guard
+refuses, and the pass rate with every guard against the pass rate with the earlier guards alone. `--write`
 stores the shares in `guard_shares.json`, which `latticegym envs` shows.
 """
 
@@ -90,7 +91,17 @@ def measure(family: str, data_dir: Path, samples: int) -> dict:
         with torch.no_grad():
             sampled = load_prior(family).generate(samples, seed=0, batch_size=min(samples, 256)).to_structures()
         out["prior_samples"] = summary(refusals(guards, sampled))
+        out["pyxtal_samples"] = summary(refusals(guards, pyxtal_samples(real, samples)))
     return out
+
+
+def pyxtal_samples(real: list, n: int, seed: int = 0) -> list:
+    """`n` crystals of the PyXtal floor, with compositions drawn from `real`."""
+    from ..agents.random_crystals import RandomCrystals
+
+    floor = RandomCrystals(seed=seed)
+    floor.attach(None, real)
+    return floor.sample(n)
 
 
 def shares() -> dict:
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{family}: {r['real']['crystals']} real crystals")
         for k, v in r["extremes"].items():
             print(f"  {k}: {v:.4g}")
-        rows = [("real", r["real"])] + ([("prior samples", r["prior_samples"])] if "prior_samples" in r else [])
+        rows = [("real", r["real"])] + [(name.replace("_", " "), r[name]) for name in ("prior_samples", "pyxtal_samples") if name in r]
         for label, s in rows:
             print(f"  {label} ({s['crystals']}): pass rate {s['pass_rate']:.4f} with every guard, {s['pass_rate_earlier_guards']:.4f} with the earlier ones "
                   f"(ratio {s['pass_rate'] / s['pass_rate_earlier_guards']:.4f})")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..agents.trainer import TrainConfig, Trainer, evaluate_policy, evaluated_per_iteration, known_crystals
+from ..agents.trainer import AGENTS, TrainConfig, Trainer, evaluate_policy, evaluated_per_iteration, known_crystals, make_agent
 from ..files import RunLock, RunLockedError, atomic_text
 from ..policies import load_policy, load_prior
 from .plots import make_all
@@ -88,7 +88,7 @@ def policy_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0])
 
 
-def summarise_run(run_dir: Path, task: BenchTask, known: list, seed: int) -> dict:
+def summarise_run(run_dir: Path, task: BenchTask, known: list, seed: int, label: Label | None = None) -> dict:
     """The summary row of one finished run: evaluations to 50 and 200 discoveries (SUN successes), yield,
     the final policy's fresh-sample success and SUN success, the costs, and the batch figures."""
     metrics = pd.read_csv(run_dir / "metrics.csv")
@@ -97,7 +97,13 @@ def summarise_run(run_dir: Path, task: BenchTask, known: list, seed: int) -> dic
     final = evaluated[evaluated.iteration == metrics.iteration.iloc[-1]]
     last = metrics.iloc[-1]
     found = evaluated.iteration[evaluated.discovery.astype(bool)].to_numpy()
-    fresh = evaluate_policy(load_policy(run_dir, num_steps=task.steps), task.task, num=task.policy_samples, seed=policy_seed(seed), known=known, relax=task.relax)
+    label = label or Label("ppo")
+    if AGENTS[label.agent][0].generates:  # a floor that samples without the policy: score its own fresh crystals
+        agent = make_agent(label.agent, None, None, label.options, seed=policy_seed(seed))
+        agent.attach(None, known)
+        fresh = evaluate_policy(None, task.task, num=task.policy_samples, known=known, relax=task.relax, sampler=agent.sample)
+    else:
+        fresh = evaluate_policy(load_policy(run_dir, num_steps=task.steps), task.task, num=task.policy_samples, seed=policy_seed(seed), known=known, relax=task.relax)
     evaluations = float(last.evaluations)
     return {
         "found_50": evals_to_find(metrics, found, 50),
@@ -208,7 +214,7 @@ def _train_and_summarise(task: BenchTask, label: Label, seed: int, run_dir: Path
     name = task.task.name
     if name not in known_by_task:
         known_by_task[name] = known_crystals(load_prior(task.task.prior, num_steps=1), data_file)
-    atomic_text(run_dir / "summary.json", json.dumps(summarise_run(run_dir, task, known_by_task[name], seed), indent=1))
+    atomic_text(run_dir / "summary.json", json.dumps(summarise_run(run_dir, task, known_by_task[name], seed, label), indent=1))
 
 
 def run_unless_held(task: BenchTask, label: Label, seed: int, run_dir: Path, cfg: SweepConfig, known_by_task: dict[str, list]) -> None:
@@ -235,8 +241,6 @@ def _data_file(task: BenchTask, data_dir: str | None) -> str | None:
 
 def _selects(agent_label: str) -> bool:
     """Whether a label's agent evaluates a choice from a pool larger than what it evaluates (its config's `oversample` > 1)."""
-    from ..agents.trainer import AGENTS
-
     agent = VARIANTS.get(agent_label, Label(agent_label)).agent
     return agent in AGENTS and getattr(AGENTS[agent][1](), "oversample", 1) > 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..agents.grpo import CHEMELEON2
 from ..envs.tasks import get_task
 
 
@@ -79,6 +80,8 @@ VARIANTS = {
     "active-pool": Label("active", {"baseline": "pool"}, note="UCB, pool baseline (biased towards what the surrogate prefers)"),
     "active-random": Label("active", {"acquisition": "random"}, note="random selection, batch baseline"),
     "active-random-pool": Label("active", {"acquisition": "random", "baseline": "pool"}, note="random selection, pool baseline"),
+    # GRPO with Chemeleon2-RL's settings; plain `grpo` has OMatG-IRL's (agents/grpo.py).
+    "grpo-chemeleon2": Label("grpo", CHEMELEON2, note="GRPO with Chemeleon2-RL's settings"),
 }
 
 # The quick suite is a pipeline test: MatInvent's full sweep (3 epochs x 1000 timesteps) would take most of CI's time.

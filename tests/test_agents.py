@@ -6,6 +6,7 @@ from helpers import perovskite, rocksalt
 
 import latticegym  # noqa: F401  registers the envs
 from latticegym.agents.base import normalized_advantages, step_terms, trajectory_kl
+from latticegym.agents.grpo import CHEMELEON2, GRPO, GRPOConfig, group_advantages
 from latticegym.agents.ppo import PPO, PPOConfig
 from latticegym.agents.reinforce import REINFORCE, REINFORCEConfig
 from latticegym.agents.replay import Replay
@@ -72,7 +73,16 @@ def test_advantages_are_normalised_per_group():
     torch.testing.assert_close(adv[3:], torch.tensor([-1.0, 1.0]), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("agent_cls, config", [(PPO, PPOConfig(lr=3e-4, epochs=1, step_fraction=1.0, kl_coef=0.0, replay_capacity=0, clip_range=10.0)), (REINFORCE, REINFORCEConfig(lr=3e-4, step_fraction=1.0, kl_coef=0.0))])
+@pytest.mark.parametrize(
+    "agent_cls, config",
+    [
+        (PPO, PPOConfig(lr=3e-4, epochs=1, step_fraction=1.0, kl_coef=0.0, replay_capacity=0, clip_range=10.0)),
+        (REINFORCE, REINFORCEConfig(lr=3e-4, step_fraction=1.0, kl_coef=0.0)),
+        (GRPO, GRPOConfig(lr=3e-4, epochs=1, step_fraction=1.0, kl_coef=0.0, clip_range=10.0)),
+        (GRPO, GRPOConfig(**{**CHEMELEON2, "lr": 3e-4, "kl_coef": 0.0, "step_fraction": 1.0, "minibatch_size": 16})),
+    ],
+    ids=["ppo", "reinforce", "grpo-omatg", "grpo-chemeleon2"],
+)
 def test_policy_gradient_raises_the_likelihood_of_better_trajectories(prior, agent_cls, config):
     env = make_env(prior, batch=16)
     policy = trainable(prior)
@@ -183,3 +193,20 @@ def test_replay_keeps_only_rewards_above_the_cutoff_and_purges_zeroed_keys(prior
     rollout.result.components["diversity"] = np.where(np.arange(8) == 4, 0.0, 1.0)  # the 0.9 crystal is now zeroed
     replay.purge_penalised(rollout)
     assert max(replay.buffer.rewards.tolist()) == pytest.approx(0.6) and len(replay) == 4
+
+
+def test_grpo_advantages_are_standardised_within_each_group():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 10.0, 30.0, 0.5])
+    groups = torch.tensor([5, 5, 5, 8, 8, 5])
+    adv = group_advantages(rewards, groups)
+    for g in (5, 8):
+        sel = groups == g
+        assert adv[sel].mean().abs() < 1e-6 and (adv[sel].std(unbiased=False) - 1).abs() < 1e-4
+    assert adv[3] < 0 < adv[2]  # 10 is low among 10 and 30, 3 is high among 0.5, 1, 2 and 3
+
+
+def test_grpo_settings_are_checked():
+    with pytest.raises(ValueError, match="kl_to"):
+        GRPOConfig(kl_to="reference")
+    with pytest.raises(ValueError, match="log_prob"):
+        GRPOConfig(log_prob="max")

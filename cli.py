@@ -69,7 +69,7 @@ def _read(path: str):
 def _load_split(source: str, split: str | None, seed: int, default_split: str):
     """A CSV path (optionally our seeded split of it, as pretraining makes it), or a known dataset name (its canonical split)."""
     from .datasets import KNOWN_DATASETS, fetch
-    from .policies.pretrain import fit_splits, split_dataset
+    from .datasets import fit_splits, split_dataset
 
     if not Path(source).exists() and source in KNOWN_DATASETS:
         names = fit_splits() if split == "fit" else [split or default_split]

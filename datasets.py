@@ -120,6 +120,35 @@ class CrystalDataset:
         return {name: self.subset(sorted(part)) for name, part in zip(SPLITS, parts)}
 
 
+def fit_splits(hold_out_val: bool = False) -> list[str]:
+    """The splits a prior trains on: train and val (the 90% outside test), or train alone."""
+    return ["train"] if hold_out_val else ["train", "val"]
+
+
+def _union(splits: dict[str, CrystalDataset], names: list[str]) -> CrystalDataset:
+    first, *rest = (splits[name] for name in names)
+    return first.merged(*rest)
+
+
+def split_dataset(data: CrystalDataset, seed: int, hold_out_val: bool = False) -> dict[str, CrystalDataset]:
+    """The split pretraining uses, rebuilt anywhere from the seed: `test` stays held out; `fit` is what
+    trains (`fit_splits`)."""
+    splits = data.split(SPLIT_FRACTIONS, seed)
+    return {**splits, "fit": _union(splits, fit_splits(hold_out_val))}
+
+
+def training_data(spec, path: str | Path, data: CrystalDataset | None = None) -> CrystalDataset:
+    """The crystals of `path` a prior trained on: its recorded training splits when `path` is the file
+    it was pretrained on (matched by name), otherwise the whole file. `spec`: the prior's `PriorSpec`
+    (its `extra` records the file, split and splits trained on); `data`: `path` already read."""
+    data = data if data is not None else read_csv(path, skip_bad=True)
+    extra = spec.extra
+    if Path(path).name != extra.get("data"):
+        return data
+    splits = data.split(tuple(extra.get("split_fractions", SPLIT_FRACTIONS)), seed=extra.get("split_seed", 0))
+    return _union(splits, extra.get("trained_on", ["train"]))  # priors before the 90% recipe trained on "train" only
+
+
 def fingerprint(cifs: Iterable[str]) -> str:
     """SHA-256 over the CIF texts in order: identifies a dataset's content."""
     h = hashlib.sha256()

@@ -27,7 +27,7 @@ from ..envs.registration import CUSTOM_ID, load_plugins
 from ..envs.tasks import FULL_REWARD, Task, get_task
 from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, restore_generator, same_content, to_plain
 from ..policies import DiffusionPolicy, load_prior, save_policy
-from ..policies.pretrain import training_data
+from ..datasets import training_data
 from ..rewards.base import RewardResult
 from ..rewards.composite import CompositeReward
 from ..rewards.filters import DiversityFilter

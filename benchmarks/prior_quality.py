@@ -21,7 +21,7 @@ import torch
 from ..crystal import nearest_neighbour_distances
 from ..datasets import read_csv
 from ..policies.checkpoint import load_prior
-from ..policies.pretrain import split_dataset, training_data
+from ..datasets import split_dataset, training_data
 from .metrics import evaluate
 
 PERCENTILES = (5, 50, 95)

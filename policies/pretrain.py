@@ -15,7 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ..crystal import CrystalBatch
-from ..datasets import SPLIT_FRACTIONS, CrystalDataset, read_csv
+from ..datasets import SPLIT_FRACTIONS, CrystalDataset, fit_splits, read_csv, split_dataset
 from ..files import RunLock, atomic_save, atomic_text, clear_temporaries, load_checkpoint, restore_generator
 from .checkpoint import load_prior, save_policy
 from .diffusion import DiffusionPolicy, DiffusionState, PriorSpec
@@ -72,34 +72,6 @@ class PretrainConfig:
     device: str = "cpu"
     minutes: float = 0.0  # wall-clock budget: when set, `epochs` is fitted to it from the first epoch's speed
     init: str = ""  # start from this prior's weights (same data and network shape), e.g. to continue a shipped prior
-
-
-def fit_splits(hold_out_val: bool = False) -> list[str]:
-    """The splits a prior trains on: train and val (the 90% outside test), or train alone."""
-    return ["train"] if hold_out_val else ["train", "val"]
-
-
-def _union(splits: dict[str, CrystalDataset], names: list[str]) -> CrystalDataset:
-    first, *rest = (splits[name] for name in names)
-    return first.merged(*rest)
-
-
-def split_dataset(data: CrystalDataset, seed: int, hold_out_val: bool = False) -> dict[str, CrystalDataset]:
-    """The split pretraining uses, rebuilt anywhere from the seed: `test` stays held out; `fit` is what
-    trains (`fit_splits`)."""
-    splits = data.split(SPLIT_FRACTIONS, seed)
-    return {**splits, "fit": _union(splits, fit_splits(hold_out_val))}
-
-
-def training_data(spec: PriorSpec, path: str | Path, data: CrystalDataset | None = None) -> CrystalDataset:
-    """The crystals of `path` a prior trained on: its recorded training splits when `path` is the file
-    it was pretrained on (matched by name), otherwise the whole file. `data`: `path` already read."""
-    data = data if data is not None else read_csv(path, skip_bad=True)
-    extra = spec.extra
-    if Path(path).name != extra.get("data"):
-        return data
-    splits = data.split(tuple(extra.get("split_fractions", SPLIT_FRACTIONS)), seed=extra.get("split_seed", 0))
-    return _union(splits, extra.get("trained_on", ["train"]))  # priors before the 90% recipe trained on "train" only
 
 
 def _reasons(skipped: list[tuple[int, str]]) -> str:

@@ -7,7 +7,8 @@ from latticegym.cli import main
 from latticegym.datasets import read_csv, write_csv
 from latticegym.policies.checkpoint import load_policy
 from latticegym.policies import pretrain as pretrain_module
-from latticegym.policies.pretrain import PretrainConfig, default_name, pretrain, training_data
+from latticegym.datasets import training_data
+from latticegym.policies.pretrain import PretrainConfig, default_name, pretrain
 
 from helpers import perovskite
 

@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=STEPS, default=100, help="with --env: reverse-diffusion steps T (default: %(default)s)")
     p.add_argument("--hull-references", type=CRYSTALS, default=200, help="with --env: training crystals in the SUN hull (default: %(default)s)")
     p.add_argument("--policy-samples", type=CRYSTALS, default=128, help="with --env: fresh samples of each final policy scored apart from the budget (default: %(default)s)")
-    p.add_argument("--agents", default="prior,ppo,rwkl,reinforce,active", help="comma-separated; 'prior' is the no-update floor, 'active-random' the active agent with random selection, 'rwkl-tuned' MatInvent's update with our tuned settings (default: %(default)s)")
+    p.add_argument("--agents", default="prior,pyxtal,matinvent,ppo,grpo,active", help="comma-separated agents or labels: floors 'prior' (no update) and 'pyxtal' (random symmetric crystals); 'matinvent' MatInvent's released pipeline, 'rwkl' its update alone and unscreened; 'grpo-chemeleon2'; active's grid 'active-pool', 'active-random', 'active-random-pool' (default: %(default)s)")
     p.add_argument("--seeds", type=SEEDS, default=3, help="seeds per task and agent (default: %(default)s)")
     p.add_argument("--out", required=True, help="sweep directory: runs/, results.csv, results.md, plots")
     p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")

@@ -90,6 +90,15 @@ class StepGradients:
             p.grad = acc / max(self.count, 1)
 
 
+def minibatches(data: Trajectories, advantages: torch.Tensor, epochs: int, size: int, generator: torch.Generator):
+    """`epochs` passes over `data` in freshly shuffled minibatches of `size` trajectories: (batch, its advantages)."""
+    for _ in range(epochs):
+        order = torch.randperm(len(data), generator=generator, device=generator.device).cpu()
+        for start in range(0, len(data), size):
+            idx = order[start : start + size]
+            yield data.index(idx), advantages[idx.to(advantages.device)]
+
+
 def random_steps(num_steps: int, fraction: float, generator: torch.Generator) -> list[int]:
     """A random subset of step indices k in 1..T: DDPO's per-update timestep subsampling."""
     n = max(1, round(fraction * num_steps))

@@ -30,7 +30,7 @@ import torch
 
 from ..files import restore_generator
 from ..policies import DiffusionPolicy
-from .base import StepGradients, normalized_advantages, random_steps, step_terms
+from .base import StepGradients, minibatches, normalized_advantages, random_steps, step_terms
 from .options import check_ranges
 from .pipeline import FirstSurvivors
 from .rollout import Rollout, Trajectories
@@ -113,29 +113,25 @@ class GRPO(FirstSurvivors):
         advantages = group_advantages(data.rewards, data.mask.sum(1))
         stats: dict[str, list[float]] = {"policy_loss": [], "kl": [], "clipfrac": [], "grad_norm": []}
         self.policy.train()
-        for _ in range(cfg.epochs):
-            order = torch.randperm(len(data), generator=self.rng, device=self.rng.device).cpu()
-            for start in range(0, len(data), cfg.minibatch_size):
-                idx = order[start : start + cfg.minibatch_size]
-                batch, adv = data.index(idx), advantages[idx.to(advantages.device)]
-                scale = dimensions(batch).to(adv.dtype) if cfg.log_prob == "mean" else 1.0
-                grads = StepGradients(self.policy.network.parameters(), cfg.max_grad_norm)
-                for k in random_steps(data.num_steps, cfg.step_fraction, self.rng):
-                    log_prob, old_log_prob, kl_prior = step_terms(self.policy, self.prior, batch, k)
-                    log_prob, old_log_prob = log_prob / scale, old_log_prob / scale
-                    log_ratio = log_prob - old_log_prob
-                    ratio = log_ratio.clamp(max=20.0).exp()
-                    clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
-                    pg = -torch.minimum(ratio * adv, clipped * adv).mean()
-                    kl = kl_prior if cfg.kl_to == "prior" else (-log_ratio).exp() - 1 + log_ratio  # k3 of KL(policy || rollout)
-                    grads.add(pg + cfg.kl_coef * kl.mean() + cfg.entropy_coef * log_prob.mean())
-                    with torch.no_grad():
-                        stats["policy_loss"].append(pg.item())
-                        stats["kl"].append(kl.mean().item())
-                        stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
-                grads.apply()
-                stats["grad_norm"].append(float(np.median(grads.norms)))
-                self.optimizer.step()
+        for batch, adv in minibatches(data, advantages, cfg.epochs, cfg.minibatch_size, self.rng):
+            scale = dimensions(batch).to(adv.dtype) if cfg.log_prob == "mean" else 1.0
+            grads = StepGradients(self.policy.network.parameters(), cfg.max_grad_norm)
+            for k in random_steps(data.num_steps, cfg.step_fraction, self.rng):
+                log_prob, old_log_prob, kl_prior = step_terms(self.policy, self.prior, batch, k)
+                log_prob, old_log_prob = log_prob / scale, old_log_prob / scale
+                log_ratio = log_prob - old_log_prob
+                ratio = log_ratio.clamp(max=20.0).exp()
+                clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                pg = -torch.minimum(ratio * adv, clipped * adv).mean()
+                kl = kl_prior if cfg.kl_to == "prior" else (-log_ratio).exp() - 1 + log_ratio  # k3 of KL(policy || rollout)
+                grads.add(pg + cfg.kl_coef * kl.mean() + cfg.entropy_coef * log_prob.mean())
+                with torch.no_grad():
+                    stats["policy_loss"].append(pg.item())
+                    stats["kl"].append(kl.mean().item())
+                    stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
+            grads.apply()
+            stats["grad_norm"].append(float(np.median(grads.norms)))
+            self.optimizer.step()
         self.policy.eval()
         out = {k: float(np.mean(v)) for k, v in stats.items()}
         out["step_kl"] = out.pop("kl")

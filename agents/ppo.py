@@ -21,7 +21,7 @@ import torch
 
 from ..files import restore_generator
 from ..policies import DiffusionPolicy
-from .base import StepGradients, normalized_advantages, random_steps, step_terms
+from .base import StepGradients, minibatches, normalized_advantages, random_steps, step_terms
 from .options import check_ranges
 from .replay import Replay
 from .pipeline import FirstSurvivors
@@ -132,28 +132,24 @@ class PPO(FirstSurvivors):
 
         stats: dict[str, list[float]] = {"policy_loss": [], "step_kl": [], "approx_kl": [], "clipfrac": [], "grad_norm": []}
         self.policy.train()
-        for _ in range(cfg.epochs):
-            order = torch.randperm(len(data), generator=self.rng, device=self.rng.device).cpu()
-            for start in range(0, len(data), cfg.minibatch_size):
-                idx = order[start : start + cfg.minibatch_size]
-                batch, adv = data.index(idx), advantages[idx.to(advantages.device)]
-                steps = random_steps(data.num_steps, cfg.step_fraction, self.rng)
-                grads = StepGradients(self.policy.network.parameters(), cfg.max_grad_norm)
-                for k in steps:
-                    log_prob, old_log_prob, kl = step_terms(self.policy, self.prior, batch, k)
-                    log_ratio = log_prob - old_log_prob
-                    ratio = log_ratio.clamp(max=20.0).exp()  # clamp: a far-off replayed step must not overflow
-                    clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
-                    pg = -torch.minimum(ratio * adv, clipped * adv).mean()
-                    grads.add(pg + self.kl_coef * kl.mean())
-                    with torch.no_grad():
-                        stats["policy_loss"].append(pg.item())
-                        stats["step_kl"].append(kl.mean().item())
-                        stats["approx_kl"].append(((ratio - 1) - log_ratio).mean().item())
-                        stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
-                grads.apply()
-                stats["grad_norm"].append(float(np.median(grads.norms)))
-                self.optimizer.step()
+        for batch, adv in minibatches(data, advantages, cfg.epochs, cfg.minibatch_size, self.rng):
+            steps = random_steps(data.num_steps, cfg.step_fraction, self.rng)
+            grads = StepGradients(self.policy.network.parameters(), cfg.max_grad_norm)
+            for k in steps:
+                log_prob, old_log_prob, kl = step_terms(self.policy, self.prior, batch, k)
+                log_ratio = log_prob - old_log_prob
+                ratio = log_ratio.clamp(max=20.0).exp()  # clamp: a far-off replayed step must not overflow
+                clipped = ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
+                pg = -torch.minimum(ratio * adv, clipped * adv).mean()
+                grads.add(pg + self.kl_coef * kl.mean())
+                with torch.no_grad():
+                    stats["policy_loss"].append(pg.item())
+                    stats["step_kl"].append(kl.mean().item())
+                    stats["approx_kl"].append(((ratio - 1) - log_ratio).mean().item())
+                    stats["clipfrac"].append(((ratio - 1).abs() > cfg.clip_range).float().mean().item())
+            grads.apply()
+            stats["grad_norm"].append(float(np.median(grads.norms)))
+            self.optimizer.step()
         self.policy.eval()
 
         out = {k: float(np.mean(v)) for k, v in stats.items()}

@@ -198,3 +198,4 @@ def test_learning_from_screened_crystals_is_the_agents_choice(tmp_path, perov_pa
     assert (ppo.result.values[refused] == 0.0).all() and not ppo.result.ok[refused].any()
     assert all(r.startswith("screened out") for r, e in zip(ppo.result.reasons, ppo.evaluated) if not e)
     assert torch.equal(ppo.trajectories.rewards.cpu(), torch.as_tensor(ppo.result.values, dtype=torch.float32))
+

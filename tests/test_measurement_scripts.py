@@ -1,4 +1,4 @@
-"""The benchmark scripts run and print their figures (the figures themselves are not asserted)."""
+"""The measurement scripts of `benchmarks/` run and print their figures (the figures themselves are not asserted)."""
 
 import pytest
 
@@ -18,3 +18,11 @@ def test_throughput_prints_overhead_and_reward_ratios(capsys):
     out = capsys.readouterr().out
     assert "env overhead" in out and "cached reward, repeated batch" in out
     assert "reward" in out and "update" in out and "1 actor(s)" in out and "in-process (no Ray)" in out
+
+
+def test_the_screen_cost_benchmark_prints_both_screens(perov_path, capsys):
+    from latticegym.benchmarks.screen_cost import main
+
+    main(["--crystals", "3", "--steps", "8", "--hull-references", "20", "--data", str(perov_path.parent)])
+    out = capsys.readouterr().out
+    assert "single point" in out and "relaxation" in out and "relaxation / single point" in out

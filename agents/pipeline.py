@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from pymatgen.core import Structure
@@ -81,7 +81,7 @@ class Screen:
         config: settings.
     """
 
-    def __init__(self, guard, known: Sequence[Structure] = (), config: ScreenConfig | None = None):
+    def __init__(self, guard: Callable[[Structure], str] | None, known: Sequence[Structure] = (), config: ScreenConfig | None = None):
         self.cfg = config or ScreenConfig()
         self.guard = guard
         self.known = MatchIndex(known) if len(known) else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from pymatgen.core import Structure
 
+from ..policies import DiffusionPolicy
 from .options import check_ranges
 from .pipeline import FirstSurvivors
 from .rollout import Rollout
@@ -51,7 +52,7 @@ class RandomCrystals(FirstSurvivors):
     generates = True
     learns_from_screened = False
 
-    def __init__(self, policy=None, prior=None, config: RandomCrystalsConfig | None = None, seed: int = 0):
+    def __init__(self, policy: DiffusionPolicy | None = None, prior: DiffusionPolicy | None = None, config: RandomCrystalsConfig | None = None, seed: int = 0):
         self.cfg = config or RandomCrystalsConfig()
         self.rng = np.random.default_rng(seed)
         self.compositions: list[tuple[list[str], list[int]]] = []

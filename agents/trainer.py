@@ -14,6 +14,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -502,7 +503,7 @@ def evaluate_policy(
     label: str = "",
     known: list | None = None,
     relax: bool = False,
-    sampler=None,
+    sampler: Callable[[int], list] | None = None,
 ) -> dict[str, float]:
     """Fresh, unfiltered samples of `policy` scored by the task's plain reward (no diversity filter), apart from any budget.
 

@@ -75,7 +75,7 @@ class Screen:
     """MatInvent's filter before any property evaluation (see the module docstring).
 
     Args:
-        guard: why a crystal fails the task's guards ("" where it passes), or None for no guards.
+        guard: why a crystal fails the task's guards ("" where it passes), never raising (`CompositeReward.refusal`), or None for no guards.
         known: the prior's training crystals (novelty and the hull); empty: no novelty check, and a
             hull of the MLIP's elements alone.
         config: settings.
@@ -109,7 +109,7 @@ class Screen:
     def __call__(self, structures: Sequence[Structure]) -> Screened:
         structures = list(structures)
         n = len(structures)
-        reasons = [self._guard(s) for s in structures]
+        reasons = [self.guard(s) if self.guard is not None else "" for s in structures]
         unique, novel, stable = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
         e_hull = np.full(n, np.nan)
 
@@ -147,14 +147,6 @@ class Screen:
                 else:
                     stable[i] = True
         return Screened(reasons, guarded, stable, novel, unique, e_hull)
-
-    def _guard(self, structure: Structure) -> str:
-        if self.guard is None:
-            return ""
-        try:
-            return self.guard(structure)
-        except Exception as exc:  # a crystal too broken even to check
-            return f"invalid structure: {type(exc).__name__}: {exc}"
 
     def remember(self, structures: Sequence[Structure]) -> None:
         """Crystals that were evaluated: a later repeat of one is screened out."""

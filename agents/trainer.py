@@ -191,7 +191,7 @@ def _with_diversity(reward, mode: str, default: dict | None):
 
 def _guard(reward):
     """The reward's guards as one check ("" where a crystal passes), or None for a reward without guards."""
-    return reward.guards.check if isinstance(reward, CompositeReward) else None
+    return reward.refusal if isinstance(reward, CompositeReward) else None
 
 
 def known_crystals(prior: DiffusionPolicy, path: str | None) -> list:
@@ -229,7 +229,6 @@ class Trainer:
         check_chemistry(self.prior, self.reward)
         _warn_costs(self.task, cfg)
         self.known = known_crystals(self.prior, cfg.novelty_reference)
-        self.novelty = MatchIndex(self.known) if self.known else None
         self.screen = Screen(_guard(self.reward), self.known, ScreenConfig(drop=cfg.screen, relax=cfg.relax, hull_references=cfg.hull_references))
         self.workers = None
         if cfg.ray_address or cfg.rollout_workers:
@@ -401,7 +400,8 @@ class Trainer:
     def _rollout(self, pool: Pool, chosen: list[int], result: RewardResult, success: np.ndarray, selection: Selection) -> Rollout:
         """What the update learns from: the evaluated crystals and, for an agent that learns from them, the
         screened-out ones with the reward's failure value (known, so no evaluation)."""
-        refused = [i for i in np.flatnonzero(~pool.screened.passed) if i not in set(chosen)] if self.agent.learns_from_screened else []
+        taken = set(chosen)
+        refused = [i for i in np.flatnonzero(~pool.screened.passed) if i not in taken] if self.agent.learns_from_screened else []
         rows = chosen + refused
         failure = float(getattr(self.reward, "failure_value", 0.0))
         n, m = len(chosen), len(refused)
@@ -422,7 +422,7 @@ class Trainer:
     def _metrics(self, pool: Pool, chosen: list[int], result: RewardResult, success: np.ndarray, rollout: Rollout) -> dict[str, float]:
         structures = [pool.structures[i] for i in chosen]
         valid = np.array([bool(validity(s)) for s in structures], dtype=bool)
-        uniqueness, novelty, _ = unique_novel(structures, valid, self.novelty)
+        uniqueness, novelty, _ = unique_novel(structures, valid, self.screen.known)  # the screen's index of the training crystals
         screened = pool.screened
         mean = lambda x: float(np.mean(x)) if len(x) else float("nan")  # noqa: E731
         metrics = {

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
     prior = load_prior("perov_5", num_steps=args.steps)
     known = known_crystals(prior, str(Path(args.data) / "perov_5_val.csv.gz"))
-    guard = get_task("PerovskiteLowHHI").make_reward().guards.check
+    guard = get_task("PerovskiteLowHHI").make_reward().refusal
     with torch.no_grad():
         structures = prior.generate(args.crystals, seed=0).to_structures()
     print(f"{len(structures)} prior samples (T={args.steps}); hull of {args.hull_references} training crystals + CHGNet elemental references")

@@ -289,7 +289,7 @@ class CompositeReward:
     def __call__(self, structures: Sequence[Structure]) -> RewardResult:
         structures = list(structures)
         n = len(structures)
-        reasons = [self._guard(s) for s in structures]
+        reasons = [self.refusal(s) for s in structures]
         properties = {obj.name: np.full(n, np.nan) for obj in self.objectives}
         for obj in self.objectives:
             idx = [i for i in range(n) if not reasons[i]]
@@ -315,9 +315,10 @@ class CompositeReward:
 
     def screen(self, structures: Sequence[Structure]) -> list[str]:
         """Why each crystal would be refused before any property is computed ("" where it passes every guard)."""
-        return [self._guard(s) for s in structures]
+        return [self.refusal(s) for s in structures]
 
-    def _guard(self, structure: Structure) -> str:
+    def refusal(self, structure: Structure) -> str:
+        """Why the guards refuse `structure` ("" where it passes); a crystal too broken to check is refused, never raised on."""
         try:
             return self.guards.check(structure)
         except Exception as exc:  # a crystal too broken even to check

@@ -31,7 +31,7 @@ def squeezed_oxygen() -> Structure:
 @pytest.fixture(scope="module")
 def screen():
     reward = get_task("PerovskiteLowHHI").make_reward()
-    return Screen(reward.guards.check, [abx3("Ba", "Zr"), abx3("Sr", "Zr", size=4.15)], ScreenConfig(e_hull=0.1))
+    return Screen(reward.refusal, [abx3("Ba", "Zr"), abx3("Sr", "Zr", size=4.15)], ScreenConfig(e_hull=0.1))
 
 
 def test_the_screen_refuses_guards_repeats_known_and_unstable_crystals_and_says_why(screen):

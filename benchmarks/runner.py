@@ -58,6 +58,7 @@ class SweepConfig:
         device: torch device.
         ray_address: reward evaluation on Ray actors ("local" starts one here).
         run: False only tabulates the runs already finished (a partial sweep's table).
+        only: run only these tasks of the suite, by name (empty: all); the table still covers the whole suite.
     """
 
     out: str
@@ -67,6 +68,7 @@ class SweepConfig:
     device: str = "cpu"
     ray_address: str | None = None  # reward evaluation on Ray actors ("local" starts one here)
     run: bool = True
+    only: tuple[str, ...] = ()
 
 
 def evals_to(metrics: pd.DataFrame, level: float) -> float:
@@ -141,10 +143,14 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     out = Path(cfg.out)
     rows = []
     jobs = [(task, agent, seed) for task in suite.tasks for agent in cfg.agents for seed in range(cfg.seeds)]
-    todo = [job for job in jobs if finished_summary(_run_dir(out, *job)) is None] if cfg.run else []
+    names = {task.task.name for task in suite.tasks}
+    if set(cfg.only) - names:
+        raise ValueError(f"only: {', '.join(sorted(set(cfg.only) - names))} is not a task of suite {suite.name!r}; its tasks are {', '.join(sorted(names))}")
+    chosen = [job for job in jobs if not cfg.only or job[0].task.name in cfg.only]
+    todo = [job for job in chosen if finished_summary(_run_dir(out, *job)) is None] if cfg.run else []
     if todo and progress:
         print(
-            f"suite {suite.name}: {len(jobs) - len(todo)} of {len(jobs)} runs finished, {len(todo)} to go; the time left shows once one finishes "
+            f"suite {suite.name}: {len(chosen) - len(todo)} of {len(chosen)} runs finished, {len(todo)} to go; the time left shows once one finishes "
             "(on 2 CPU cores a standard-suite run took minutes, MatInvent's update up to 75 minutes: docs/standard_suite/results.md, t_* columns)",
             file=sys.stderr,
         )
@@ -257,6 +263,8 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
         lines += [f"Made by `{command}` (several processes may share the sweep; `--tabulate` rewrites this table).", ""]
     if missing:
         lines += [f"**Partial: {len(missing)} of {len(missing) + len(results)} runs are not finished** ({', '.join(missing)}).", ""]
+    if results.empty:
+        return "\n".join(lines + ["No run has finished yet.", ""])
     columns = [c for c in REPORTED if c in results.columns]
     for task, group in results.groupby("task", sort=False):
         spec = next(t for t in suite.tasks if t.task.name == task)

@@ -173,3 +173,18 @@ def test_a_partial_sweep_says_so_at_the_top():
     md = results_markdown(results, get_suite("quick"), ["PerovskiteLowHHI/ppo/seed1"])
     assert "**Partial: 1 of 2 runs are not finished** (PerovskiteLowHHI/ppo/seed1)" in md
     assert "Partial" not in results_markdown(results, get_suite("quick"))
+
+
+def test_only_runs_the_named_tasks_and_still_tabulates_the_whole_suite(tmp_path, monkeypatch):
+    from latticegym.benchmarks import runner
+
+    ran = []
+    monkeypatch.setattr(runner, "run_unless_held", lambda task, label, seed, run_dir, cfg, known: ran.append((task.task.name, seed)))
+    monkeypatch.setattr(runner, "make_all", lambda out: None)
+    cfg = runner.SweepConfig(out=str(tmp_path), agents=("prior",), seeds=2, only=("PerovskiteLowHHI",))
+    runner.run_suite(get_suite("quick"), cfg, progress=False)
+    assert ran == [("PerovskiteLowHHI", 0), ("PerovskiteLowHHI", 1)]
+    md = (tmp_path / "results.md").read_text()
+    assert "PerovskiteFormationEnergy/prior/seed0" in md and "No run has finished yet." in md  # the whole suite, listed as not finished
+    with pytest.raises(ValueError, match="PerovskiteMagnet is not a task of suite 'quick'"):
+        runner.run_suite(get_suite("quick"), runner.SweepConfig(out=str(tmp_path), only=("PerovskiteMagnet",)), progress=False)

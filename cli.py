@@ -248,7 +248,8 @@ def train_config(args):
 
 
 def cmd_train(args) -> int:
-    from .agents.trainer import Trainer, evaluate_policy
+    from .agents.evaluation import evaluate_policy
+    from .agents.trainer import Trainer
 
     cfg = train_config(args)
     if not cfg.novelty_reference:
@@ -285,7 +286,7 @@ def cmd_train(args) -> int:
 
 def cmd_bench(args) -> int:
     from .benchmarks.runner import SweepConfig, run_suite
-    from .agents.trainer import AGENTS
+    from .agents import AGENTS
     from .benchmarks.suites import VARIANTS, BenchTask, Suite, get_suite
 
     agents = tuple(a.strip() for a in args.agents.split(",") if a.strip())

@@ -9,7 +9,7 @@ import functools
 import itertools
 from collections import defaultdict
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -235,26 +235,6 @@ def structure_to_cif(structure: Structure) -> str:
     return structure.to(fmt="cif")
 
 
-def _match_keys(structures: Sequence[Structure]) -> tuple[list[Structure], list[tuple[str, int]]]:
-    """Reduced (primitive, Niggli) cells computed once, and a bucket key that matching structures share.
-
-    StructureMatcher.fit reduces both structures on every call, and can only match reduced cells of
-    the same composition and size. Reducing once (as pymatgen's own group_structures does) and
-    comparing only within (formula, size) buckets gives the same answers far faster.
-    """
-    reduced = []
-    for s in structures:
-        try:
-            reduced.append(StructureMatcher._get_reduced_structure(s, primitive_cell=True, niggli=True))
-        except Exception:  # a cell too odd to reduce is compared as it is
-            reduced.append(s)
-    return reduced, [(r.composition.reduced_formula, len(r)) for r in reduced]
-
-
-def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
-    return matcher.fit(a, b, skip_structure_reduction=True)
-
-
 @functools.lru_cache(maxsize=2)
 def magpie(impute_nan: bool):
     """matminer's Magpie composition featurizer, for the coverage metric and the reward surrogate.
@@ -309,44 +289,92 @@ def coordination_numbers(structure: Structure, cutoff: float) -> np.ndarray:
     return np.bincount(centres, minlength=len(structure))
 
 
-def unique_indices(structures: Sequence[Structure], progress: bool = False) -> list[int]:
-    """One representative (the first) of each group of matching structures (StructureMatcher defaults)."""
-    reduced, keys = _match_keys(structures)
-    matcher = StructureMatcher()
-    representatives: dict[tuple[str, int], list[int]] = defaultdict(list)
-    keep = []
-    for i, key in enumerate(tqdm(keys, desc="uniqueness", disable=not progress)):
-        if not any(_fit(matcher, reduced[i], reduced[j]) for j in representatives[key]):
-            representatives[key].append(i)
-            keep.append(i)
-    return keep
+@dataclass(frozen=True)
+class MatchTolerance:
+    """How alike two crystals must be to count as the same: pymatgen StructureMatcher's settings."""
+
+    ltol: float = 0.2
+    stol: float = 0.3
+    angle_tol: float = 5.0
+    primitive_cell: bool = True
+    scale: bool = True
+    attempt_supercell: bool = False
+
+    def matcher(self) -> StructureMatcher:
+        return StructureMatcher(**asdict(self))
+
+
+SAME_STRUCTURE = MatchTolerance()
+"""pymatgen's defaults, as the field's uniqueness and novelty use them (CDVAE, DiffCSP, MatterGen): a
+crystal, its other settings and cells, and itself a little strained or uniformly scaled are one."""
+
+SAME_VALUE = MatchTolerance(ltol=0.002, stol=0.005, angle_tol=0.1, primitive_cell=False, scale=False)
+"""For reusing a computed property: no volume scaling, no supercells, and tolerances under what changes
+an MLIP value: 0.2% in lattice lengths, 0.1° in angles, 0.005 in site displacement normalised by
+(V/N)^(1/3) (about 0.01 Å for a perovskite). A 1% strain or a 0.05 Å displacement is another crystal;
+an origin shift, a permutation of sites or another setting of the same cell is not."""
 
 
 class MatchIndex:
-    """Known structures, reduced once, to ask which new ones match any of them (StructureMatcher defaults)."""
+    """The one answer to "is this the same crystal?": crystals added so far, to ask which new ones match one of them.
 
-    def __init__(self, known: Sequence[Structure] = ()):
-        self.reduced: list[Structure] = []
-        self.by_key: dict[tuple[str, int], list[int]] = defaultdict(list)
-        self.matcher = StructureMatcher()
+    Uniqueness, novelty, the run's history, discoveries, polymorph keys, the best list and the
+    property cache all use it, each with its `tolerance`. StructureMatcher.fit reduces both crystals
+    on every call, and can only match reduced cells of the same composition and size; the index
+    reduces each crystal once (as pymatgen's own group_structures does) and compares only within
+    (formula, size) buckets, which gives the same answers far faster. Entry ids count from 0 in the
+    order crystals were added; `structures` holds them as given.
+    """
+
+    def __init__(self, known: Sequence[Structure] = (), tolerance: MatchTolerance = SAME_STRUCTURE):
+        self.tolerance = tolerance
+        self._matcher = tolerance.matcher()
+        self.structures: list[Structure] = []
+        self._reduced: list[Structure] = []
+        self._buckets: dict[tuple[str, int], list[int]] = defaultdict(list)
         self.add(known)
 
     def __len__(self) -> int:
-        return len(self.reduced)
+        return len(self.structures)
 
-    def add(self, structures: Sequence[Structure]) -> None:
-        """Make `structures` known too (a run's history grows this way)."""
-        reduced, keys = _match_keys(structures)
-        for s, key in zip(reduced, keys):
-            self.by_key[key].append(len(self.reduced))
-            self.reduced.append(s)
+    def _reduce(self, structure: Structure) -> tuple[Structure, tuple[str, int]]:
+        try:
+            reduced = StructureMatcher._get_reduced_structure(structure, primitive_cell=self.tolerance.primitive_cell, niggli=True)
+        except Exception:  # a cell too odd to reduce is compared as it is
+            reduced = structure
+        return reduced, (reduced.composition.reduced_formula, len(reduced))
+
+    def _find(self, reduced: Structure, key: tuple[str, int]) -> int | None:
+        return next((j for j in self._buckets[key] if self._matcher.fit(reduced, self._reduced[j], skip_structure_reduction=True)), None)
+
+    def _append(self, structure: Structure, reduced: Structure, key: tuple[str, int]) -> int:
+        self._buckets[key].append(len(self.structures))
+        self.structures.append(structure)
+        self._reduced.append(reduced)
+        return len(self.structures) - 1
+
+    def add(self, structures: Sequence[Structure]) -> list[int]:
+        """Add every crystal, matching or not (a run's history grows this way); returns their ids."""
+        return [self._append(s, *self._reduce(s)) for s in structures]
+
+    def find(self, structures: Sequence[Structure], progress: bool = False) -> list[int | None]:
+        """For each crystal, the id of the first entry it matches, or None."""
+        return [self._find(*self._reduce(s)) for s in tqdm(structures, desc="matching known structures", disable=not progress)]
 
     def contains(self, structures: Sequence[Structure], progress: bool = False) -> np.ndarray:
-        """For each structure, whether it matches (StructureMatcher) a known structure of the same formula."""
-        reduced, keys = _match_keys(structures)
-        found = [
-            any(_fit(self.matcher, reduced[i], self.reduced[j]) for j in self.by_key[key])
-            for i, key in enumerate(tqdm(keys, desc="matching known structures", disable=not progress))
-        ]
-        return np.array(found, dtype=bool)
+        """For each crystal, whether it matches an entry."""
+        return np.array([i is not None for i in self.find(structures, progress)], dtype=bool)
 
+    def place(self, structures: Sequence[Structure], progress: bool = False) -> list[tuple[int, bool]]:
+        """For each crystal in order, the id of the entry it matches and False, or, matching none, its own new id and True."""
+        placed = []
+        for s in tqdm(structures, desc="uniqueness", disable=not progress):
+            reduced, key = self._reduce(s)
+            found = self._find(reduced, key)
+            placed.append((found, False) if found is not None else (self._append(s, reduced, key), True))
+        return placed
+
+
+def unique_indices(structures: Sequence[Structure], progress: bool = False) -> list[int]:
+    """One representative (the first) of each group of matching crystals (`SAME_STRUCTURE`)."""
+    return [i for i, (_, new) in enumerate(MatchIndex().place(structures, progress)) if new]

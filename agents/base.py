@@ -116,8 +116,11 @@ def step_terms(policy: DiffusionPolicy, prior: DiffusionPolicy, batch: Trajector
 
 
 @torch.no_grad()
-def trajectory_kl(policy: DiffusionPolicy, prior: DiffusionPolicy, batch: Trajectories, chunk: int = 256) -> torch.Tensor:
-    """KL(policy || prior) of whole trajectories, summed over every step; shape (B,).
+def step_kls(policy: DiffusionPolicy, prior: DiffusionPolicy, batch: Trajectories, chunk: int = 256) -> torch.Tensor:
+    """KL(policy || prior) of each step of each trajectory; shape (T, B), the first step (from x_T) first.
+
+    Their sum over steps is the trajectory KL. The last step's std is a tenth of the others', so
+    its KL dominates that sum: a run logs it apart.
 
     All (crystal, step) pairs go through the network together, `chunk` at a time.
     """
@@ -131,4 +134,4 @@ def trajectory_kl(policy: DiffusionPolicy, prior: DiffusionPolicy, batch: Trajec
         state = DiffusionState(types[s : s + chunk], frac[s : s + chunk], lattice[s : s + chunk], mask[s : s + chunk])
         k = ks[s : s + chunk]
         kls.append(policy.step_distribution(state, k).kl(prior.step_distribution(state, k)))
-    return torch.cat(kls).reshape(t, b).sum(0)
+    return torch.cat(kls).reshape(t, b)

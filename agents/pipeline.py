@@ -25,10 +25,16 @@ import numpy as np
 from pymatgen.core import Structure
 
 from ..crystal import MatchIndex, unique_indices
+from ..rewards.composite import CompositeReward
 from ..rewards.stability import ConvexHull, EHull
 from .rollout import Trajectories
 
 STABLE_E_HULL = 0.1  # eV/atom: MatInvent's `is_stable` and MatterGen's SUN threshold
+
+
+def reward_guard(reward) -> Callable[[Structure], str] | None:
+    """The reward's guards as one never-raising check ("" where a crystal passes), or None for a reward without guards."""
+    return reward.refusal if isinstance(reward, CompositeReward) else None
 
 
 @dataclass
@@ -86,7 +92,6 @@ class Screen:
         self.guard = guard
         self.known = MatchIndex(known) if len(known) else None
         self.history = MatchIndex()
-        self.history_structures: list[Structure] = []
         self.e_hull: EHull | None = None
         if self.cfg.e_hull is not None:
             hull = ConvexHull(list(known)[: self.cfg.hull_references] if self.cfg.hull_references else list(known))
@@ -151,14 +156,12 @@ class Screen:
     def remember(self, structures: Sequence[Structure]) -> None:
         """Crystals that were evaluated: a later repeat of one is screened out."""
         self.history.add(structures)
-        self.history_structures += list(structures)
 
     def state_dict(self) -> dict:
-        return {"history": list(self.history_structures), "e_hull": self.e_hull.state_dict() if self.e_hull is not None else None}
+        return {"history": list(self.history.structures), "e_hull": self.e_hull.state_dict() if self.e_hull is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history, self.history_structures = MatchIndex(), []
-        self.remember(state["history"])
+        self.history = MatchIndex(state["history"])
         if self.e_hull is not None:
             self.e_hull.load_state_dict(state["e_hull"])
 

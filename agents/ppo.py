@@ -39,7 +39,7 @@ class PPOConfig:
         step_fraction: share of the T steps drawn afresh per minibatch; in (0, 1].
         clip_range: clip on the ratio of joint step densities.
         kl_coef: weight of the per-step KL to the prior (nats).
-        target_kl: trajectory KL the coefficient tracks (doubling/halving); None keeps it fixed.
+        adaptive_kl_target: when set, kl_coef doubles or halves after each update to keep the trajectory KL within 1.5x of it; None keeps kl_coef fixed.
         max_grad_norm: gradient clip per sampled step.
         advantage_groups: "batch", or "num_atoms" to normalise among crystals of one size.
         replay_capacity: trajectories kept in replay (0 disables it).
@@ -54,7 +54,7 @@ class PPOConfig:
     step_fraction: float = 0.2  # of the T steps, drawn afresh per minibatch
     clip_range: float = 0.2  # on the ratio of joint step densities
     kl_coef: float = 0.01  # beta, per step of KL
-    target_kl: float | None = None  # trajectory KL; when set, beta doubles/halves to track it
+    adaptive_kl_target: float | None = None  # trajectory KL; when set, kl_coef adapts to track it
     max_grad_norm: float = 1.0  # per sampled step (see base.StepGradients)
     advantage_groups: str = "batch"  # or "num_atoms": normalise among crystals of one size
     replay_capacity: int = 64  # 0 disables replay
@@ -63,7 +63,7 @@ class PPOConfig:
     replay_dedup: str = "composition"  # or "structure"
 
     def __post_init__(self):
-        check_ranges(self, positive=("clip_range", "max_grad_norm", "target_kl"), at_least_one=("epochs", "minibatch_size"),
+        check_ranges(self, positive=("clip_range", "max_grad_norm", "adaptive_kl_target"), at_least_one=("epochs", "minibatch_size"),
                      non_negative=("kl_coef", "replay_capacity", "replay_top_k"), unit=("lr", "step_fraction"))
 
 
@@ -156,10 +156,10 @@ class PPO(FirstSurvivors):
         out["trajectory_kl"] = out.pop("step_kl") * data.num_steps
         out["kl_coef"] = self.kl_coef
         out["replayed"] = float(replayed)
-        if cfg.target_kl is not None:
-            if out["trajectory_kl"] > 1.5 * cfg.target_kl:
+        if cfg.adaptive_kl_target is not None:
+            if out["trajectory_kl"] > 1.5 * cfg.adaptive_kl_target:
                 self.kl_coef *= 2.0
-            elif out["trajectory_kl"] < cfg.target_kl / 1.5:
+            elif out["trajectory_kl"] < cfg.adaptive_kl_target / 1.5:
                 self.kl_coef /= 2.0
         if self.replay is not None:
             self.replay.add(fresh, rollout.structures, rollout.result.ok, cfg.replay_top_k, iteration)

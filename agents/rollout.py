@@ -131,5 +131,4 @@ def collect(env: CrystalDenoisingVectorEnv, policy: DiffusionPolicy, generator: 
         torch.stack(log_probs),
         torch.as_tensor(rewards, dtype=torch.float32, device=device),
     )
-    success = np.asarray(infos.get("success", np.zeros(env.num_envs, dtype=bool)), dtype=bool)
-    return Rollout(trajectories, list(env.structures), env.last_result, success, time.perf_counter() - start)
+    return Rollout(trajectories, list(infos["structure"]), infos["reward_result"], np.asarray(infos["success"], dtype=bool), time.perf_counter() - start)

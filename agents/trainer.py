@@ -14,47 +14,31 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from pymatgen.analysis.structure_matcher import StructureMatcher
 from tqdm import tqdm
 
 from ..benchmarks.metrics import unique_novel
-from ..crystal import MatchIndex, structure_to_cif, validity
+from ..crystal import MatchIndex, validity
 from ..envs.denoising import CrystalDenoisingVectorEnv, check_chemistry
 from ..envs.registration import CUSTOM_ID, load_plugins
 from ..envs.tasks import FULL_REWARD, Task, get_task
 from ..files import RunLock, atomic_save, clear_temporaries, from_plain, load_checkpoint, non_finite, restore_generator, same_content, to_plain
-from ..policies import DiffusionPolicy, load_prior, save_policy
-from ..datasets import training_data
+from ..policies import load_prior, save_policy
 from ..rewards.base import RewardResult
 from ..rewards.composite import CompositeReward
 from ..rewards.filters import DiversityFilter
-from .base import Agent, trajectory_kl
+from . import AGENTS, make_agent
+from .base import Agent, step_kls
+from .rwkl import RWKLConfig
 from .loggers import RunLog, append_csv, truncate_csv
-from .active import ActiveConfig, ActiveLearning
+from .records import BestList, evaluated_rows
 from .options import check_ranges, parse_options
-from .pipeline import Pool, Screen, ScreenConfig, Selection
-from .grpo import GRPO, GRPOConfig
-from .ppo import PPO, PPOConfig
-from .prior_only import PriorOnly, PriorOnlyConfig
-from .reinforce import REINFORCE, REINFORCEConfig
-from .random_crystals import RandomCrystals, RandomCrystalsConfig
+from .evaluation import known_crystals
+from .pipeline import Pool, Screen, ScreenConfig, Selection, reward_guard
 from .rollout import Rollout, Trajectories, collect, unscored
-from .rwkl import MatInvent, MatInventConfig, RewardWeightedKL, RWKLConfig
 
-AGENTS: dict[str, tuple[type, type]] = {
-    "ppo": (PPO, PPOConfig),
-    "rwkl": (RewardWeightedKL, RWKLConfig),
-    "reinforce": (REINFORCE, REINFORCEConfig),
-    "prior": (PriorOnly, PriorOnlyConfig),
-    "active": (ActiveLearning, ActiveConfig),
-    "matinvent": (MatInvent, MatInventConfig),
-    "grpo": (GRPO, GRPOConfig),
-    "pyxtal": (RandomCrystals, RandomCrystalsConfig),
-}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -135,14 +119,6 @@ class TrainConfig:
             check_ranges(self, at_least_one=("ray_workers",))
 
 
-def make_agent(name: str, policy: DiffusionPolicy, prior: DiffusionPolicy, options: dict | None = None, seed: int = 0) -> Agent:
-    """Build agent `name` (a key of `AGENTS`) with `options` parsed by its config's field types."""
-    if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; agents: {', '.join(AGENTS)}")
-    cls, config_cls = AGENTS[name]
-    return cls(policy, prior, config_cls(**parse_options(config_cls, options or {}, f"agent {name!r}")), seed=seed)
-
-
 def evaluated_per_iteration(cfg: TrainConfig) -> int:
     """E: the run's batch size, else the agent config's `eval_size` (MatInvent's 16), else the agent's own (64)."""
     if cfg.batch_size:
@@ -189,25 +165,6 @@ def _with_diversity(reward, mode: str, default: dict | None):
     return reward
 
 
-def _guard(reward):
-    """The reward's guards as one check ("" where a crystal passes), or None for a reward without guards."""
-    return reward.refusal if isinstance(reward, CompositeReward) else None
-
-
-def known_crystals(prior: DiffusionPolicy, path: str | None) -> list:
-    """The prior's training crystals in `path` (novelty and the hull), checked to be of the prior's chemistry; [] without a path."""
-    if not path:
-        return []
-    known = training_data(prior.spec, path)
-    if not known.structures:
-        raise ValueError(f"--reference {path}: no readable crystals ({len(known.skipped)} rows rejected), so novelty would be meaningless")
-    vocabulary = set(prior.spec.elements)
-    outside = np.mean([not {el.Z for el in s.composition.elements} <= vocabulary for s in known.structures])
-    if outside > 0.5:
-        raise ValueError(f"--reference {path}: {outside:.0%} of its crystals hold elements the prior never generates, so no sample could match them (another chemistry?)")
-    return known.structures
-
-
 class Trainer:
     """The training loop of `latticegym train`: sample, screen, select, evaluate, update, log and checkpoint, resumably.
 
@@ -229,7 +186,7 @@ class Trainer:
         check_chemistry(self.prior, self.reward)
         _warn_costs(self.task, cfg)
         self.known = known_crystals(self.prior, cfg.novelty_reference)
-        self.screen = Screen(_guard(self.reward), self.known, ScreenConfig(drop=cfg.screen, relax=cfg.relax, hull_references=cfg.hull_references))
+        self.screen = Screen(reward_guard(self.reward), self.known, ScreenConfig(drop=cfg.screen, relax=cfg.relax, hull_references=cfg.hull_references))
         self.workers = None
         if cfg.ray_address or cfg.rollout_workers:
             from ..rewards.parallel import connect, distribute
@@ -245,12 +202,11 @@ class Trainer:
         self.sampler = CrystalDenoisingVectorEnv(num_envs=self.pool_size, prior=self.prior, reward=unscored, num_steps=cfg.steps, correctors=cfg.correctors)
         self.generator = torch.Generator(device=self.policy.device).manual_seed(cfg.seed)
         self.iteration = 0  # the next one to run
-        self.best: list[dict] = []
+        self.best = BestList(cfg.best_size, self.screen.history)
         self.evaluations = 0  # crystals sent to the property: the headline cost
         self.sampled = 0
         self.discovered: list = []  # SUN successes, each distinct from the earlier ones
         self._discoveries = MatchIndex()
-        self._matcher = StructureMatcher()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, wandb_id: str | None) -> None:
@@ -264,7 +220,7 @@ class Trainer:
             "sampler_rng": self.sampler.np_random.bit_generator.state,
             "reward": self.reward.state_dict() if hasattr(self.reward, "state_dict") else None,
             "screen": self.screen.state_dict(),
-            "best": self.best,
+            "best": self.best.state_dict(),
             "counts": {"evaluations": self.evaluations, "sampled": self.sampled},
             "discovered": self.discovered,
             "wandb_id": wandb_id,
@@ -291,7 +247,8 @@ class Trainer:
         if state["reward"] is not None:
             self.reward.load_state_dict(state["reward"])
         self.screen.load_state_dict(state["screen"])
-        self.best = state["best"]
+        self.best = BestList(self.cfg.best_size, self.screen.history)  # the restored history
+        self.best.load_state_dict(state["best"])
         self.evaluations, self.sampled = state["counts"]["evaluations"], state["counts"]["sampled"]
         self.discovered = list(state["discovered"])
         self._discoveries = MatchIndex(self.discovered)
@@ -441,7 +398,7 @@ class Trainer:
             "uniqueness": uniqueness,
             "novelty": novelty if novelty is not None else float("nan"),
             # of the policy that sampled this pool, before its update
-            "kl": self._kl(pool),
+            **self._kl(pool),
             "ok_rate": mean(result.ok),
             "update_rows": float(len(rollout)),
         }
@@ -452,97 +409,18 @@ class Trainer:
             metrics[f"{name}_mean"] = float(finite.mean()) if len(finite) else float("nan")
         return metrics
 
-    def _kl(self, pool: Pool) -> float:
-        """KL(policy || prior) over whole trajectories of the pool's first crystals, before this iteration's update (0 without trajectories)."""
+    def _kl(self, pool: Pool) -> dict[str, float]:
+        """KL(policy || prior) of the pool's first trajectories before this iteration's update: over all steps
+        (`kl`) and of the last step alone (`kl_last_step`, most of it); zeros without trajectories."""
         if pool.trajectories is None:
-            return 0.0
-        return float(trajectory_kl(self.policy, self.prior, pool.trajectories.index(range(min(self.cfg.kl_crystals, len(pool))))).mean())
+            return {"kl": 0.0, "kl_last_step": 0.0}
+        kls = step_kls(self.policy, self.prior, pool.trajectories.index(range(min(self.cfg.kl_crystals, len(pool)))))
+        return {"kl": float(kls.sum(0).mean()), "kl_last_step": float(kls[-1].mean())}
 
     def _record(self, pool: Pool, chosen: list[int], result: RewardResult, success: np.ndarray, found: np.ndarray) -> None:
-        it = self.iteration
-        screened = pool.screened
-        rows = []
-        for j, i in enumerate(chosen):
-            s = pool.structures[i]
-            row = {"material_id": f"it{it:04d}-{i:03d}", "iteration": it, "reward": float(result.values[j]), "success": bool(success[j])}
-            row.update({"discovery": bool(found[j]), "e_hull": float(screened.e_hull[i]), "stable": bool(screened.stable[i]), "novel": bool(screened.novel[i])})
-            row.update({"unique": bool(screened.unique[i]), "ok": bool(result.ok[j]), "reason": result.reasons[j], "formula": s.composition.reduced_formula})
-            row.update({k: float(v[j]) for k, v in result.properties.items()})
-            row["cif"] = structure_to_cif(s)
-            rows.append(row)
+        rows = evaluated_rows(self.iteration, pool, chosen, result, success, found)
         append_csv(self.out / "evaluated.csv", rows)
         for j in np.argsort(-result.values, kind="stable"):
             if result.ok[j] and result.values[j] > 0:
-                self._offer_best(rows[j], pool.structures[chosen[j]])
-        best_rows = [{k: v for k, v in entry.items() if k != "structure"} for entry in self.best]
-        path = self.out / "best.csv"
-        path.unlink(missing_ok=True)
-        append_csv(path, best_rows)
-
-    def _offer_best(self, row: dict, structure) -> None:
-        if len(self.best) >= self.cfg.best_size and row["reward"] <= self.best[-1]["reward"]:
-            return
-        for j, entry in enumerate(self.best):
-            if entry["formula"] == row["formula"] and self._matcher.fit(entry["structure"], structure):
-                if row["reward"] > entry["reward"]:
-                    self.best[j] = {**row, "structure": structure}
-                    self.best.sort(key=lambda e: -e["reward"])
-                return
-        self.best.append({**row, "structure": structure})
-        self.best.sort(key=lambda e: -e["reward"])
-        del self.best[self.cfg.best_size :]
-
-
-@torch.no_grad()
-def evaluate_policy(
-    policy: DiffusionPolicy | None,
-    task: Task | str,
-    num: int = 256,
-    seed: int = 12345,
-    batch_size: int = 64,
-    label: str = "",
-    known: list | None = None,
-    relax: bool = False,
-    sampler: Callable[[int], list] | None = None,
-) -> dict[str, float]:
-    """Fresh, unfiltered samples of `policy` scored by the task's plain reward (no diversity filter), apart from any budget.
-
-    Returns the success rate, the SUN success rate (successes that are stable on the MLIP hull, unique
-    among the samples and, with `known` training crystals, novel; NaN without them), the mean reward
-    and the uniqueness.
-
-    Args:
-        policy: the policy to sample (its own T).
-        task: a registered task (or its id); its reward scores the samples.
-        num: how many crystals.
-        seed: sampling seed.
-        batch_size: crystals per vector-env batch.
-        label: when given, a progress bar names what is being scored.
-        known: the prior's training crystals, for novelty and the hull.
-        relax: relax before reading E_hull, as the run's screen did.
-        sampler: makes the `num` crystals instead of `policy` (an agent that generates its own, seeded by its own seed).
-    """
-    task = get_task(task) if isinstance(task, str) else task
-    reward = task.make_reward()
-    if sampler is not None:
-        structures = sampler(num)
-    else:
-        batch_size = min(batch_size, num)
-        env = CrystalDenoisingVectorEnv(num_envs=batch_size, prior=policy, reward=unscored, num_steps=policy.num_steps)
-        generator = torch.Generator(device=policy.device).manual_seed(seed)
-        structures = []
-        for b in tqdm(range(-(-num // batch_size)), desc=f"sampling {num} fresh crystals of the {label}", unit="batch", disable=not label):
-            structures += collect(env, policy, generator, seed=seed + b).structures
-        structures = structures[:num]
-    result = reward(structures)
-    success = np.array([task.is_success(result, i) for i in range(num)], dtype=bool)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # without known crystals the SUN rate is NaN, said below
-        screened = Screen(_guard(reward), known or [], ScreenConfig(drop=False, relax=relax))(structures)
-    uniqueness, _, _ = unique_novel(structures, np.array([bool(validity(s)) for s in structures]), None)
-    return {
-        "success_rate": float(success.mean()),
-        "sun_success": float((success & screened.sun).mean()) if known else float("nan"),
-        "reward_mean": float(result.values.mean()),
-        "uniqueness": uniqueness,
-    }
+                self.best.offer(rows[j], pool.structures[chosen[j]])
+        self.best.write(self.out / "best.csv")

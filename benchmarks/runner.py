@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..agents.trainer import AGENTS, TrainConfig, Trainer, evaluate_policy, evaluated_per_iteration, known_crystals, make_agent
+from ..agents import AGENTS, make_agent
+from ..agents.evaluation import evaluate_policy, known_crystals
+from ..agents.trainer import TrainConfig, Trainer, evaluated_per_iteration
 from ..files import RunLock, RunLockedError, atomic_text
 from ..policies import load_policy, load_prior
 from .plots import make_all

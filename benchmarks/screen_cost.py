@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     from ..agents.pipeline import Screen, ScreenConfig
-    from ..agents.trainer import known_crystals
+    from ..agents.evaluation import known_crystals
     from ..envs.tasks import get_task
     from ..policies import load_prior
 

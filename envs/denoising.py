@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -199,10 +199,39 @@ def _check_count(name: str, value, low: int, optional: bool = True) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-class _Denoising:
-    """The lockstep core shared by the single and the vector env."""
+class CrystalDenoisingVectorEnv(VectorEnv):
+    """B crystals denoised in lockstep, scored in one reward call at t = 0 (the agents' fast path).
 
-    def _setup(self, task, prior, reward, num_steps, device, num_envs: int, correctors: int | None = None, success=None) -> None:
+    Spaces are the single env's with a leading batch axis. Autoreset is next-step: the call after
+    the final step resets every crystal and ignores its action. The final step's `info` holds, besides
+    each crystal's entries, the whole batch's `reward_result` (a `RewardResult`).
+
+    Args:
+        num_envs: crystals denoised in lockstep (>= 1).
+        task: as for `CrystalDenoisingEnv`.
+        prior: as for `CrystalDenoisingEnv`.
+        reward: as for `CrystalDenoisingEnv`.
+        num_steps: as for `CrystalDenoisingEnv`.
+        render_mode: None or "ansi" (one text line per crystal).
+        device: torch device of the policy.
+        correctors: as for `CrystalDenoisingEnv`.
+        success: as for `CrystalDenoisingEnv`.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 8,
+        task: str | Task | None = None,
+        prior: str | DiffusionPolicy | None = None,
+        reward: Reward | str | None = None,
+        num_steps: int | None = None,
+        render_mode: str | None = None,
+        device: str = "cpu",
+        correctors: int | None = None,
+        success: tuple | None = None,
+    ):
         _check_count("num_envs", num_envs, 1, optional=False)
         _check_count("num_steps", num_steps, 1)
         _check_count("correctors", correctors, 0)
@@ -210,11 +239,38 @@ class _Denoising:
         self.success = check_success(success) if success is not None else (self.task.success if self.task else FULL_REWARD)
         self.episode_length = self.policy.episode_length
         self.prior = PriorAgent(self.policy)
-        self.batch = num_envs
+        self.num_envs = num_envs
         self.t = 0
         self.state: DiffusionState | None = None
-        self.last_result: RewardResult | None = None
-        self.last_structures: list = []
+        self.single_observation_space, self.single_action_space = single_spaces(self.policy, self.episode_length)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.render_mode = render_mode
+        self._needs_reset = False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.prior.seed(seed)
+        self._needs_reset = False
+        return self._reset_core(self.np_random, options), {}
+
+    def step(self, actions):
+        if self._needs_reset:
+            obs, _ = self.reset()
+            zeros = np.zeros(self.num_envs, dtype=bool)
+            return obs, np.zeros(self.num_envs), zeros, zeros, {}
+        obs, rewards, terminated, infos = self._step_core(actions)
+        self._needs_reset = bool(terminated.all())
+        return obs, rewards, terminated, np.zeros(self.num_envs, dtype=bool), self._merge(infos)
+
+    def _merge(self, infos: list[dict]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for i, info in enumerate(infos):
+            merged = self._add_info(merged, {k: v for k, v in info.items() if k != "reward_result"}, i)
+        if "reward_result" in infos[0]:
+            merged["reward_result"] = infos[0]["reward_result"]
+        return merged
 
     def _reset_core(self, rng: np.random.Generator, options: dict | None) -> dict[str, np.ndarray]:
         options = options or {}
@@ -222,34 +278,32 @@ class _Denoising:
         num_atoms = options.get("num_atoms")
         if num_atoms is not None:
             given = np.asarray(num_atoms)
-            if given.dtype.kind not in "iu" or given.ndim > 1 or given.size not in (1, self.batch):
-                raise ValueError(f"options['num_atoms'] must be an integer or {self.batch} integers, got {num_atoms!r}")
-            num_atoms = torch.as_tensor(np.broadcast_to(given, (self.batch,)).copy(), device=self.policy.device)
+            if given.dtype.kind not in "iu" or given.ndim > 1 or given.size not in (1, self.num_envs):
+                raise ValueError(f"options['num_atoms'] must be an integer or {self.num_envs} integers, got {num_atoms!r}")
+            num_atoms = torch.as_tensor(np.broadcast_to(given, (self.num_envs,)).copy(), device=self.policy.device)
             if num_atoms.min() < 1 or num_atoms.max() > self.policy.n_max:
                 raise ValueError(f"num_atoms must be in 1..{self.policy.n_max}, got {num_atoms.tolist()}")
-        self.state = self.policy.initial_state(self.batch, generator, num_atoms)
+        self.state = self.policy.initial_state(self.num_envs, generator, num_atoms)
         self.t = self.episode_length
-        self.last_result = None
         return state_to_obs(self.state, self.t)
 
     def _step_core(self, action, batched: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
         if self.state is None or self.t == 0:
             raise RuntimeError("call reset() before step(): the episode has ended")
-        nxt = action_to_state(action, self.state.mask, self.batch, self.policy, batched)
+        nxt = action_to_state(action, self.state.mask, self.num_envs, self.policy, batched)
         if bool(self.policy.phase(self.t)[1]):
             _check_held(self.state, nxt, batched)
         self.state = nxt
         self.t -= 1
-        rewards = np.zeros(self.batch)
-        infos: list[dict] = [{} for _ in range(self.batch)]
+        rewards = np.zeros(self.num_envs)
+        infos: list[dict] = [{} for _ in range(self.num_envs)]
         if self.t == 0:
             structures = self.policy.decode(self.state).to_structures()
             result = checked_result(self.reward(structures), len(structures))
             rewards = np.asarray(result.values, dtype=float)
             for i, s in enumerate(structures):
-                infos[i] = {"structure": s, **result.info(i), "success": meets(self.success, result, i)}
-            self.last_result, self.last_structures = result, structures
-        terminated = np.full(self.batch, self.t == 0)
+                infos[i] = {"structure": s, **result.info(i), "success": meets(self.success, result, i), "reward_result": result}
+        terminated = np.full(self.num_envs, self.t == 0)
         return state_to_obs(self.state, self.t), rewards, terminated, infos
 
     def _next_kind(self) -> str:
@@ -266,9 +320,18 @@ class _Denoising:
             f"  a={a:.3f} b={b:.3f} c={c:.3f} Å  alpha={alpha:.1f} beta={beta:.1f} gamma={gamma:.1f}\n"
         )
 
+    def render(self):
+        if self.render_mode == "ansi":
+            return "".join(self._ansi(i) for i in range(self.num_envs))
+        gym.logger.warn(NO_RENDER_MODE)
+        return None
 
-class CrystalDenoisingEnv(_Denoising, gym.Env):
+
+class CrystalDenoisingEnv(gym.Env):
     """One crystal per episode: T reverse-diffusion steps, the reward on the final crystal.
+
+    It is the vector env with one crystal (`vector`), without autoreset; its attributes (`policy`,
+    `prior`, `task`, `reward`, `t`, `state`, ...) are the vector env's.
 
     Observation: Dict of `types` (N_max, K) atom-type channels, `frac` (N_max, 3) fractional
     coordinates, `lattice` (3, 3) lattice rows in units of the prior's lattice scale, `mask`
@@ -310,101 +373,30 @@ class CrystalDenoisingEnv(_Denoising, gym.Env):
         correctors: int | None = None,
         success: tuple | None = None,
     ):
-        self._setup(task, prior, reward, num_steps, device, num_envs=1, correctors=correctors, success=success)
-        self.observation_space, self.action_space = single_spaces(self.policy, self.episode_length)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
+        self.vector = CrystalDenoisingVectorEnv(1, task, prior, reward, num_steps, render_mode, device, correctors, success)
+        self.observation_space, self.action_space = self.vector.single_observation_space, self.vector.single_action_space
         self.render_mode = render_mode
+
+    def __getattr__(self, name: str):
+        vector = self.__dict__.get("vector")
+        if vector is None:
+            raise AttributeError(name)
+        return getattr(vector, name)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is not None:
-            self.prior.seed(seed)
-        obs = self._reset_core(self.np_random, options)
+        obs, _ = self.vector.reset(seed=seed, options=options)
         return {k: v[0] for k, v in obs.items()}, {}
 
     def step(self, action):
         batched = {k: np.asarray(v)[None] for k, v in action.items()} if isinstance(action, dict) else action
-        obs, rewards, terminated, infos = self._step_core(batched, batched=False)
+        obs, rewards, terminated, infos = self.vector._step_core(batched, batched=False)  # no autoreset: a finished episode refuses
         return {k: v[0] for k, v in obs.items()}, float(rewards[0]), bool(terminated[0]), False, infos[0]
 
     def render(self):
         if self.render_mode == "ansi":
-            return self._ansi()
-        gym.logger.warn(NO_RENDER_MODE)
-        return None
-
-
-class CrystalDenoisingVectorEnv(_Denoising, VectorEnv):
-    """B crystals denoised in lockstep, scored in one reward call at t = 0 (the agents' fast path).
-
-    Spaces are the single env's with a leading batch axis. Autoreset is next-step: the call after
-    the final step resets every crystal and ignores its action. `last_result` and `structures` keep
-    the RewardResult and the crystals of the last finished batch.
-
-    Args:
-        num_envs: crystals denoised in lockstep (>= 1).
-        task: as for `CrystalDenoisingEnv`.
-        prior: as for `CrystalDenoisingEnv`.
-        reward: as for `CrystalDenoisingEnv`.
-        num_steps: as for `CrystalDenoisingEnv`.
-        render_mode: None or "ansi" (one text line per crystal).
-        device: torch device of the policy.
-        correctors: as for `CrystalDenoisingEnv`.
-        success: as for `CrystalDenoisingEnv`.
-    """
-
-    metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
-
-    def __init__(
-        self,
-        num_envs: int = 8,
-        task: str | Task | None = None,
-        prior: str | DiffusionPolicy | None = None,
-        reward: Reward | str | None = None,
-        num_steps: int | None = None,
-        render_mode: str | None = None,
-        device: str = "cpu",
-        correctors: int | None = None,
-        success: tuple | None = None,
-    ):
-        self._setup(task, prior, reward, num_steps, device, num_envs=num_envs, correctors=correctors, success=success)
-        self.num_envs = num_envs
-        self.single_observation_space, self.single_action_space = single_spaces(self.policy, self.episode_length)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.render_mode = render_mode
-        self._needs_reset = False
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        if seed is not None:
-            self.prior.seed(seed)
-        self._needs_reset = False
-        return self._reset_core(self.np_random, options), {}
-
-    def step(self, actions):
-        if self._needs_reset:
-            obs, _ = self.reset()
-            zeros = np.zeros(self.num_envs, dtype=bool)
-            return obs, np.zeros(self.num_envs), zeros, zeros, {}
-        obs, rewards, terminated, infos = self._step_core(actions)
-        self._needs_reset = bool(terminated.all())
-        return obs, rewards, terminated, np.zeros(self.num_envs, dtype=bool), self._merge(infos)
-
-    def _merge(self, infos: list[dict]) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for i, info in enumerate(infos):
-            merged = self._add_info(merged, info, i)
-        return merged
-
-    @property
-    def structures(self) -> Sequence:
-        """The final crystals of the last finished episode."""
-        return self.last_structures
-
-    def render(self):
-        if self.render_mode == "ansi":
-            return "".join(self._ansi(i) for i in range(self.num_envs))
+            return self.vector._ansi(0)
         gym.logger.warn(NO_RENDER_MODE)
         return None

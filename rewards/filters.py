@@ -6,50 +6,41 @@ from collections import Counter
 from typing import Sequence
 
 import numpy as np
-from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
+
+from ..crystal import MatchIndex
 
 
 class CrystalKeys:
     """Names crystals so that repeats share a name: the reduced formula, or formula plus polymorph.
 
-    `mode="structure"` matches each crystal (StructureMatcher) against the polymorphs of its formula
-    seen so far, so the names depend on the order crystals arrive in; the state is saved with a run.
+    `mode="structure"` matches each crystal (`crystal.MatchIndex`) against the crystals named so far,
+    so the names depend on the order crystals arrive in; the state is saved with a run.
     """
 
     def __init__(self, mode: str = "composition"):
         if mode not in ("composition", "structure"):
             raise ValueError(f"mode must be 'composition' or 'structure', got {mode!r}")
         self.mode = mode
-        self._structures: dict[str, list[Structure]] = {}  # formula -> one representative per polymorph
-        self._matcher = StructureMatcher()
+        self._polymorphs = MatchIndex()
 
     def __call__(self, structure: Structure) -> str:
         formula = structure.composition.reduced_formula
-        if self.mode == "composition":
-            return formula
-        reps = self._structures.setdefault(formula, [])
-        for i, rep in enumerate(reps):
-            if self._matcher.fit(structure, rep):
-                return f"{formula}#{i}"
-        reps.append(structure)
-        return f"{formula}#{len(reps) - 1}"
+        return formula if self.mode == "composition" else f"{formula}#{self._polymorphs.place([structure])[0][0]}"
 
     def peek(self, structure: Structure) -> str:
         """The name `structure` would get, without registering a new polymorph (all new ones of a formula share "#new")."""
         formula = structure.composition.reduced_formula
         if self.mode == "composition":
             return formula
-        for i, rep in enumerate(self._structures.get(formula, [])):
-            if self._matcher.fit(structure, rep):
-                return f"{formula}#{i}"
-        return f"{formula}#new"
+        found = self._polymorphs.find([structure])[0]
+        return f"{formula}#{'new' if found is None else found}"
 
     def state_dict(self) -> dict:
-        return {k: list(v) for k, v in self._structures.items()}
+        return {"polymorphs": list(self._polymorphs.structures)}
 
     def load_state_dict(self, state: dict) -> None:
-        self._structures = {k: list(v) for k, v in state.items()}
+        self._polymorphs = MatchIndex(state["polymorphs"])
 
 
 class DiversityFilter:

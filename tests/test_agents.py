@@ -5,7 +5,7 @@ import torch
 from helpers import perovskite, rocksalt
 
 import latticegym  # noqa: F401  registers the envs
-from latticegym.agents.base import normalized_advantages, step_terms, trajectory_kl
+from latticegym.agents.base import normalized_advantages, step_terms, step_kls
 from latticegym.agents.grpo import CHEMELEON2, GRPO, GRPOConfig, group_advantages
 from latticegym.agents.ppo import PPO, PPOConfig
 from latticegym.agents.reinforce import REINFORCE, REINFORCEConfig
@@ -52,18 +52,18 @@ def test_collect_stores_states_log_probs_and_the_env_rewards(prior):
     np.testing.assert_allclose(traj.rewards.numpy(), oxygen_fraction(rollout.structures).values, rtol=1e-6)
 
 
-def test_trajectory_kl_is_zero_for_the_prior_and_sums_the_step_kls(prior):
+def test_step_kls_are_zero_for_the_prior_and_are_each_steps_kl(prior):
     env = make_env(prior, batch=4)
     policy = trainable(prior)
     traj = collect(env, policy, torch.Generator().manual_seed(1), seed=1).trajectories
-    assert torch.allclose(trajectory_kl(policy, prior, traj), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(step_kls(policy, prior, traj), torch.zeros(T, 4), atol=1e-4)
     with torch.no_grad():
         for p in policy.network.parameters():
             p.add_(1e-3 * torch.randn_like(p))
-    kl = trajectory_kl(policy, prior, traj, chunk=5)
-    by_step = sum(policy.kl(prior, traj.state(k), k) for k in range(T, 0, -1))
-    assert (kl > 0).all()
-    torch.testing.assert_close(kl, by_step.detach(), rtol=1e-4, atol=1e-4)
+    kls = step_kls(policy, prior, traj, chunk=5)
+    by_step = torch.stack([policy.kl(prior, traj.state(k), k) for k in range(T, 0, -1)]).detach()
+    assert (kls > 0).all()
+    torch.testing.assert_close(kls, by_step, rtol=1e-4, atol=1e-4)
 
 
 def test_advantages_are_normalised_per_group():

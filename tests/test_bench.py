@@ -9,7 +9,7 @@ import pytest
 from test_cli import run_cli, run_cli_measured
 
 from latticegym.benchmarks.runner import evals_to, results_markdown
-from latticegym.agents.trainer import AGENTS
+from latticegym.agents import AGENTS
 from latticegym.benchmarks.suites import SUITES, BenchTask, get_suite
 
 

@@ -111,3 +111,17 @@ def test_uniqueness_and_novelty_use_structure_matching():
     other = rocksalt()
     assert unique_indices([a, b, scaled, other]) == [0, 3]
     assert list(MatchIndex([b]).contains([a, other, diamond()])) == [True, False, False]
+
+
+def test_one_match_index_places_crystals_incrementally_with_a_named_tolerance():
+    from latticegym.crystal import SAME_VALUE
+
+    a, scaled, other = perovskite(), perovskite(), rocksalt()
+    scaled.scale_lattice(scaled.volume * 1.05)
+    supercell = perovskite() * (2, 1, 1)
+    index = MatchIndex()
+    assert index.place([a, scaled, other, supercell]) == [(0, True), (0, False), (1, True), (0, False)]
+    assert index.find([rocksalt(), diamond()]) == [1, None] and len(index) == 2
+    assert index.add([diamond()]) == [2] and index.structures[2].composition.reduced_formula == "C"
+    strict = MatchIndex([a], SAME_VALUE)  # the cache's "same value": a 5% volume change is another crystal
+    assert list(strict.contains([perovskite(), scaled, supercell])) == [True, False, False]

@@ -144,3 +144,26 @@ def test_prior_rollouts_give_finite_rewards_on_every_task(task):
         obs, rewards, terminated, _, info = venv.step(venv.prior.act(obs))
     assert terminated.all() and np.isfinite(rewards).all()
     assert all(isinstance(r, str) for r in info["reason"])
+
+
+def test_the_single_env_is_the_vector_env_of_one_and_the_last_info_holds_the_reward_result():
+    def density(structures):  # no guards: every crystal gets a value
+        values = np.array([s.density for s in structures])
+        return RewardResult(values, {"density": values})
+
+    single = CrystalDenoisingEnv(prior="perov_5", reward=density, num_steps=3)
+    vector = CrystalDenoisingVectorEnv(1, prior="perov_5", reward=density, num_steps=3)
+    assert isinstance(single.vector, CrystalDenoisingVectorEnv) and single.policy is single.vector.policy
+    obs, _ = single.reset(seed=5)
+    vobs, _ = vector.reset(seed=5)
+    for _ in range(3):
+        for key in obs:
+            np.testing.assert_array_equal(obs[key], vobs[key][0])
+        obs, reward, done, _, info = single.step(single.prior.act(obs))
+        vobs, vreward, _, _, vinfo = vector.step(vector.prior.act(vobs))
+    result = vinfo["reward_result"]
+    assert done and isinstance(result, RewardResult) and len(result.values) == 1
+    np.testing.assert_allclose([reward, result.values[0], info["reward_result"].values[0], info["properties"]["density"]], vreward[0], rtol=1e-6)
+    assert reward > 0
+    with pytest.raises(RuntimeError, match="call reset"):
+        single.step(single.prior.act(obs))  # the single env does not autoreset

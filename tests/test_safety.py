@@ -267,7 +267,7 @@ def test_set_values_parse_with_the_field_type():
     from latticegym.agents.ppo import PPOConfig
 
     assert parse_option(PPOConfig, "lr", "1e-5") == 1e-5  # YAML would read this as a string
-    assert parse_option(PPOConfig, "target_kl", "none") is None
+    assert parse_option(PPOConfig, "adaptive_kl_target", "none") is None
     assert parse_option(PPOConfig, "epochs", "3") == 3
     for key, value, message in [("lr", ".nan", "finite float"), ("epochs", "2.5", "expected int"), ("epochs", "-1", r"epochs must be in \[1, 1e\+09\]"), ("minibatch_size", "0", r"in \[1, "), ("lr", "1e300", r"lr must be in \(0, 1\]")]:
         with pytest.raises(ValueError, match=message):

@@ -6,6 +6,7 @@ from stable_baselines3 import PPO
 
 import latticegym  # noqa: F401
 from latticegym.agents.sb3 import DiffusionActorCriticPolicy
+from latticegym.rewards.base import RewardResult
 from latticegym.envs.wrappers import FlattenAction
 
 
@@ -13,12 +14,25 @@ def make_env():
     return FlattenAction(gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=4))
 
 
-def test_sb3_ppo_learns_with_the_diffusion_step_as_its_distribution():
-    model = PPO(DiffusionActorCriticPolicy, make_env(), n_steps=16, batch_size=8, n_epochs=2, gamma=1.0, gae_lambda=1.0, learning_rate=1e-5, seed=0)
-    before = {k: v.clone() for k, v in model.policy.diffusion.state_dict().items()}
+def oxygen_fraction(structures):
+    values = np.array([s.composition.get_atomic_fraction("O") for s in structures])
+    return RewardResult(values, {"oxygen": values})
+
+
+def test_sb3_ppo_raises_the_likelihood_of_its_above_average_steps():
+    """After one update, the steps SB3 rated above average (advantage > 0) are likelier and the others less likely."""
+    env = FlattenAction(gym.make("LatticeGym/Custom-v0", prior="perov_5", reward=oxygen_fraction, num_steps=4))
+    model = PPO(DiffusionActorCriticPolicy, env, n_steps=32, batch_size=32, n_epochs=1, gamma=1.0, gae_lambda=1.0, learning_rate=1e-6, seed=0)
     model.learn(32)
-    assert any(not torch.equal(before[k], v) for k, v in model.policy.diffusion.state_dict().items())
-    assert model.num_timesteps == 32
+    batch = next(model.rollout_buffer.get())  # the update's own data stays until the next rollout
+    with torch.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions)
+    change = (log_prob - batch.old_log_prob).numpy()
+    advantages = batch.advantages.numpy()
+    advantages = (advantages - advantages.mean()) / advantages.std()  # as SB3 normalises them for its loss
+    assert model.num_timesteps == 32 and np.ptp(batch.returns.numpy()) > 0  # the oxygen fraction varies between episodes
+    assert np.mean(change * advantages) > 0
+    assert change[advantages > 0].mean() > change[advantages < 0].mean()
 
 
 def test_sb3_log_prob_is_the_diffusion_step_log_prob():

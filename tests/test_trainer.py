@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from latticegym.agents.trainer import TrainConfig, Trainer, make_agent
+from latticegym.agents import TrainConfig, Trainer, make_agent
 from latticegym.datasets import read_csv
 from latticegym.rewards.cache import Cached
 from latticegym.rewards.filters import DiversityFilter

@@ -301,6 +301,7 @@ class MatchTolerance:
     attempt_supercell: bool = False
 
     def matcher(self) -> StructureMatcher:
+        """A pymatgen StructureMatcher with these settings."""
         return StructureMatcher(**asdict(self))
 
 

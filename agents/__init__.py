@@ -12,7 +12,7 @@ from .grpo import GRPO, GRPOConfig
 from .options import parse_options
 from .pipeline import Screen, ScreenConfig, Selection
 from .ppo import PPO, PPOConfig
-from .prior_only import PriorOnly, PriorOnlyConfig
+from .prior_only import PriorAgent, PriorOnly, PriorOnlyConfig
 from .random_crystals import RandomCrystals, RandomCrystalsConfig
 from .reinforce import REINFORCE, REINFORCEConfig
 from .rwkl import MatInvent, MatInventConfig, RewardWeightedKL, RWKLConfig
@@ -41,6 +41,6 @@ from .trainer import TrainConfig, Trainer  # noqa: E402  (after the registry, wh
 
 __all__ = [
     "AGENTS", "ActiveConfig", "ActiveLearning", "Agent", "GRPO", "GRPOConfig", "MatInvent", "MatInventConfig", "PPO", "PPOConfig",
-    "PriorOnly", "PriorOnlyConfig", "REINFORCE", "REINFORCEConfig", "RandomCrystals", "RandomCrystalsConfig", "RewardWeightedKL",
+    "PriorAgent", "PriorOnly", "PriorOnlyConfig", "REINFORCE", "REINFORCEConfig", "RandomCrystals", "RandomCrystalsConfig", "RewardWeightedKL",
     "RWKLConfig", "Screen", "ScreenConfig", "Selection", "TrainConfig", "Trainer", "make_agent",
 ]  # fmt: skip

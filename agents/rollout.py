@@ -109,26 +109,19 @@ def unscored(structures) -> RewardResult:
 
 
 def collect(env: CrystalDenoisingVectorEnv, policy: DiffusionPolicy, generator: torch.Generator, seed: int | None = None) -> Rollout:
-    """Denoise `env.num_envs` crystals with `policy`, stepping the env with every action."""
+    """Denoise `env.num_envs` crystals with `policy` (`DiffusionPolicy.denoise`), stepping the env with every action."""
     start = time.perf_counter()
     obs, _ = env.reset(seed=seed)
     device = policy.device
-    states = [obs_to_state(obs, device)]
-    log_probs = []
-    for k in range(env.episode_length, 0, -1):
-        with torch.no_grad():  # only around the policy: the reward (inside env.step) may need autograd for forces
-            dist = policy.step_distribution(states[-1], k)
-            action = dist.sample(generator)
-            log_probs.append(dist.log_prob(action))
-        obs, rewards, terminated, _, infos = env.step({name: getattr(action, name).cpu().numpy() for name in ACTION_FIELDS})
-        states.append(obs_to_state(obs, device))
+    last: dict = {}
+
+    def step(action: DiffusionState, k: int) -> DiffusionState:
+        obs, last["rewards"], _, _, last["infos"] = env.step({name: getattr(action, name).cpu().numpy() for name in ACTION_FIELDS})
+        return obs_to_state(obs, device)
+
+    states, log_probs = policy.denoise(obs_to_state(obs, device), generator, step)
     stack = lambda name: torch.stack([getattr(s, name) for s in states])  # noqa: E731
-    trajectories = Trajectories(
-        stack("types"),
-        stack("frac"),
-        stack("lattice"),
-        states[0].mask,
-        torch.stack(log_probs),
-        torch.as_tensor(rewards, dtype=torch.float32, device=device),
-    )
+    rewards = torch.as_tensor(last["rewards"], dtype=torch.float32, device=device)
+    trajectories = Trajectories(stack("types"), stack("frac"), stack("lattice"), states[0].mask, log_probs, rewards)
+    infos = last["infos"]
     return Rollout(trajectories, list(infos["structure"]), infos["reward_result"], np.asarray(infos["success"], dtype=bool), time.perf_counter() - start)

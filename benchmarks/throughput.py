@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from ..agents import PriorAgent
 from ..crystal import structural_validity
 from ..envs.denoising import CrystalDenoisingVectorEnv
 from ..policies import load_prior
@@ -45,8 +46,9 @@ def vector_env(policy, batch: int, seed: int) -> float:
     env = CrystalDenoisingVectorEnv(num_envs=batch, prior=policy, reward=lambda s: RewardResult(np.zeros(len(s))))
     start = time.perf_counter()
     obs, _ = env.reset(seed=seed)
+    agent = PriorAgent(policy, seed)
     for _ in range(policy.episode_length):
-        obs, *_ = env.step(env.prior.act(obs))
+        obs, *_ = env.step(agent.act(obs))
     return time.perf_counter() - start
 
 

@@ -112,39 +112,6 @@ def _check_held(state: DiffusionState, nxt: DiffusionState, batched: bool) -> No
 NO_RENDER_MODE = "render() draws nothing without a render mode: make the env with render_mode='ansi'"
 
 
-class PriorAgent:
-    """The pretrained policy as a ready agent: `act(obs)` samples the prior's reverse step."""
-
-    def __init__(self, policy: DiffusionPolicy, seed: int | None = None):
-        self.policy = policy
-        self.generator = torch.Generator(device=policy.device)
-        self.seed(seed)
-
-    def seed(self, seed: int | None) -> None:
-        """Reseed the agent's sampling (None: from fresh entropy)."""
-        self.generator.manual_seed(np.random.SeedSequence(seed).generate_state(1)[0].item())
-
-    @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The prior's next state for a (batched or single) observation; finished crystals echo their state."""
-        batched = np.ndim(obs["t"]) == 1
-        if not batched:
-            obs = {key: np.asarray(v)[None] for key, v in obs.items()}
-        state = obs_to_state(obs, self.policy.device)
-        k = torch.as_tensor(np.asarray(obs["t"]), device=self.policy.device)
-        live = k > 0  # a finished crystal's action is ignored (next-step autoreset): echo its state
-        nxt = state
-        if live.all():
-            nxt = self.policy.step_distribution(state, k).sample(self.generator)
-        elif live.any():
-            moved = self.policy.step_distribution(state.index(live), k[live]).sample(self.generator)
-            nxt = DiffusionState(state.types.clone(), state.frac.clone(), state.lattice.clone(), state.mask)
-            for f in ACTION_FIELDS:
-                getattr(nxt, f)[live] = getattr(moved, f)
-        action = {name: getattr(nxt, name).cpu().numpy() for name in ACTION_FIELDS}
-        return action if batched else {key: v[0] for key, v in action.items()}
-
-
 def _resolve(task: str | Task | None, prior, reward, num_steps, device, correctors=None) -> tuple[Task | None, DiffusionPolicy, Reward, int]:
     task = get_task(task) if isinstance(task, str) else task
     if prior is None:
@@ -238,7 +205,6 @@ class CrystalDenoisingVectorEnv(VectorEnv):
         self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device, correctors)
         self.success = check_success(success) if success is not None else (self.task.success if self.task else FULL_REWARD)
         self.episode_length = self.policy.episode_length
-        self.prior = PriorAgent(self.policy)
         self.num_envs = num_envs
         self.t = 0
         self.state: DiffusionState | None = None
@@ -250,8 +216,6 @@ class CrystalDenoisingVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        if seed is not None:
-            self.prior.seed(seed)
         self._needs_reset = False
         return self._reset_core(self.np_random, options), {}
 
@@ -331,7 +295,7 @@ class CrystalDenoisingEnv(gym.Env):
     """One crystal per episode: T reverse-diffusion steps, the reward on the final crystal.
 
     It is the vector env with one crystal (`vector`), without autoreset; its attributes (`policy`,
-    `prior`, `task`, `reward`, `t`, `state`, ...) are the vector env's.
+    `task`, `reward`, `t`, `state`, ...) are the vector env's.
 
     Observation: Dict of `types` (N_max, K) atom-type channels, `frac` (N_max, 3) fractional
     coordinates, `lattice` (3, 3) lattice rows in units of the prior's lattice scale, `mask`
@@ -339,13 +303,13 @@ class CrystalDenoisingEnv(gym.Env):
     end; with no correctors, the reverse steps to go). Action: the next, less noisy state as `types`, `frac`, `lattice`. The reward is 0 until
     the last step; then `info` carries the `structure`, its `properties`, reward `components`,
     `success` and a `reason` when the crystal could not be scored.
-    `env.unwrapped.prior.act(obs)` gives the pretrained policy's action.
+    `latticegym.agents.PriorAgent(env.unwrapped.policy).act(obs)` gives the pretrained policy's action.
 
     Args:
         task: a registered task (name like "PerovskiteLowHHI" or a `Task`); gives the default prior,
             reward and T. Optional when `prior` and `reward` are given (`LatticeGym/Custom-v0`).
         prior: a shipped prior name ("perov_5", "carbon_24"), a checkpoint path or a
-            `DiffusionPolicy`; it samples x_T, decodes crystals and powers `env.unwrapped.prior.act`.
+            `DiffusionPolicy`; it samples x_T and decodes crystals (`env.unwrapped.policy`).
         reward: a registered reward name, "module:attr", a YAML/JSON reward config, or any callable
             taking a list of pymatgen Structures and returning a `RewardResult` (default: the task's reward).
         num_steps: reverse-diffusion steps T per episode (default: the task's, or the given

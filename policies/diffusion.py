@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field, fields
+from typing import Callable
 
 import numpy as np
 import torch
@@ -414,6 +415,23 @@ class DiffusionPolicy(nn.Module):
             ref = reference.step_distribution(state, k)
         return self.step_distribution(state, k).kl(ref)
 
+    def denoise(
+        self, state: DiffusionState, generator: torch.Generator | None = None, step: Callable[[DiffusionState, int], DiffusionState] | None = None
+    ) -> tuple[list[DiffusionState], torch.Tensor]:
+        """The reverse process from x_T = `state` down to x_0: every state, x_T first, and each step's log-prob, shape (T, B).
+
+        The one walk of the reverse process: `generate` and the agents' rollouts use it. `step(action, k)`
+        returns the state an action led to (an env's next observation, which checks and wraps it);
+        without it the action is the next state.
+        """
+        states, log_probs = [state], []
+        for k in range(self.episode_length, 0, -1):
+            with torch.no_grad():  # only around the policy: a reward inside `step` may need autograd for forces
+                action, log_prob = self.sample(states[-1], k, generator)
+            states.append(step(action, k) if step is not None else action)
+            log_probs.append(log_prob)
+        return states, torch.stack(log_probs)
+
     @torch.no_grad()
     def generate(
         self,
@@ -426,14 +444,9 @@ class DiffusionPolicy(nn.Module):
         """Run the whole reverse process for `num` crystals, reproducibly for a given seed."""
         generator = torch.Generator(device=self.device).manual_seed(seed)
         batches = []
-        bar = tqdm(total=num * self.episode_length, desc="sampling", unit="step", disable=not progress)
-        for start in range(0, num, batch_size):
+        for start in tqdm(range(0, num, batch_size), desc="sampling", unit="batch", disable=not progress):
             size = min(batch_size, num - start)
             sizes = None if num_atoms is None else num_atoms[start : start + size]
-            state = self.initial_state(size, generator, sizes)
-            for n in range(self.episode_length, 0, -1):
-                state = self.step_distribution(state, n).sample(generator)
-                bar.update(size)
-            batches.append(self.decode(state))
-        bar.close()
+            states, _ = self.denoise(self.initial_state(size, generator, sizes), generator)
+            batches.append(self.decode(states[-1]))
         return CrystalBatch(*(np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(CrystalBatch)))

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import norm
 
 import latticegym
+from latticegym.agents import PriorAgent
 from latticegym.agents.ppo import PPO, PPOConfig
 from latticegym.agents.rollout import collect
 from latticegym.policies import load_prior
@@ -127,13 +128,14 @@ def test_env_counts_actions_refuses_a_moved_lattice_on_a_corrector_step_and_fini
     obs, _ = env.reset(seed=0)
     assert obs["t"] == T * (1 + C) and env.observation_space["t"].n == T * (1 + C) + 1
     assert "next: corrector" in env.render()
-    bad = env.unwrapped.prior.act(obs)
+    agent = PriorAgent(env.unwrapped.policy, 0)
+    bad = agent.act(obs)
     bad["lattice"] = bad["lattice"] * 1.1
     with pytest.raises(ValueError, match=r"action\['lattice'\] changed .* corrector step"):
         env.step(bad)
     steps, done = 0, False
     while not done:
-        obs, reward, done, _, info = env.step(env.unwrapped.prior.act(obs))
+        obs, reward, done, _, info = env.step(agent.act(obs))
         steps += 1
     assert steps == T * (1 + C) and "structure" in info
 

@@ -4,6 +4,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import latticegym
+from latticegym.agents import PriorAgent
 from latticegym.envs.denoising import CrystalDenoisingEnv, CrystalDenoisingVectorEnv
 from latticegym.envs.registration import env_ids
 from latticegym.envs.tasks import TASKS
@@ -29,10 +30,11 @@ def test_check_env_on_every_registered_id(env_id):
 
 def rollout(env, seed):
     obs, _ = env.reset(seed=seed)
+    agent = PriorAgent(env.unwrapped.policy, seed)
     observations = [obs]
     done = False
     while not done:
-        obs, reward, done, truncated, info = env.step(env.unwrapped.prior.act(obs))
+        obs, reward, done, truncated, info = env.step(agent.act(obs))
         assert not truncated
         observations.append(obs)
     return observations, reward, info
@@ -43,9 +45,10 @@ def test_episode_follows_the_mdp():
     obs, _ = env.reset(seed=0)
     assert obs["t"] == 5 and obs["mask"].sum() == 5
     assert env.observation_space.contains(obs)
+    agent = PriorAgent(env.unwrapped.policy, 0)
     rewards = []
     for _ in range(5):
-        action = env.unwrapped.prior.act(obs)
+        action = agent.act(obs)
         obs, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
         assert terminated == (obs["t"] == 0)
@@ -70,7 +73,7 @@ def test_seeding_is_reproducible():
 def test_bad_actions_raise_clear_errors():
     env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=3)
     obs, _ = env.reset(seed=0)
-    good = env.unwrapped.prior.act(obs)
+    good = PriorAgent(env.unwrapped.policy, 0).act(obs)
     with pytest.raises(ValueError, match=r"action\['lattice'\] has shape \(3, 4\), expected \(3, 3\)"):
         env.step({**good, "lattice": np.zeros((3, 4))})
     nan = good["frac"].copy()
@@ -89,7 +92,7 @@ def test_bad_actions_raise_clear_errors():
 def test_degenerate_final_crystal_is_a_failure_not_a_crash():
     env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=1)
     obs, _ = env.reset(seed=0)
-    action = env.unwrapped.prior.act(obs)
+    action = PriorAgent(env.unwrapped.policy, 0).act(obs)
     action["lattice"] = np.zeros((3, 3))
     _, reward, terminated, _, info = env.step(action)
     assert terminated and reward == 0.0 and not info["ok"]
@@ -103,11 +106,12 @@ def test_vector_env_lockstep_and_autoreset():
     obs, _ = venv.reset(seed=3)
     assert obs["types"].shape == (6, 5, venv.unwrapped.policy.num_types) and (obs["t"] == 3).all()
     assert venv.observation_space.contains(obs)
+    agent = PriorAgent(venv.unwrapped.policy, 3)
     for _ in range(3):
-        obs, rewards, terminated, truncated, info = venv.step(venv.unwrapped.prior.act(obs))
+        obs, rewards, terminated, truncated, info = venv.step(agent.act(obs))
     assert terminated.all() and not truncated.any() and np.isfinite(rewards).all()
     assert len(info["structure"]) == 6 and info["properties"]["hhi"].shape == (6,)
-    obs, rewards, terminated, _, _ = venv.step(venv.unwrapped.prior.act(obs))  # next-step autoreset
+    obs, rewards, terminated, _, _ = venv.step(agent.act(obs))  # next-step autoreset
     assert (obs["t"] == 3).all() and not terminated.any() and (rewards == 0).all()
     assert gym.make_vec("LatticeGym/CarbonDensity-v0", num_envs=2, vectorization_mode="vector_entry_point").unwrapped.num_envs == 2
 
@@ -128,8 +132,9 @@ def test_custom_env_takes_any_reward_and_renders_ansi():
     assert final_reward == info["reward"] == pytest.approx(info["structure"].volume)
     venv = CrystalDenoisingVectorEnv(num_envs=3, prior="carbon_24", reward=reward, num_steps=2)
     obs, _ = venv.reset(seed=0)
+    agent = PriorAgent(venv.policy, 0)
     for _ in range(2):
-        obs, r, *_ = venv.step(venv.prior.act(obs))
+        obs, r, *_ = venv.step(agent.act(obs))
     assert calls[-1] == 3  # one batched reward call
     with pytest.raises(ValueError, match="give a reward"):
         CrystalDenoisingEnv(prior="perov_5")
@@ -140,8 +145,9 @@ def test_custom_env_takes_any_reward_and_renders_ansi():
 def test_prior_rollouts_give_finite_rewards_on_every_task(task):
     venv = CrystalDenoisingVectorEnv(num_envs=3, task=task, num_steps=20)
     obs, _ = venv.reset(seed=0, options={"num_atoms": 6 if task.startswith("Carbon") else 5})
+    agent = PriorAgent(venv.policy, 0)
     for _ in range(20):
-        obs, rewards, terminated, _, info = venv.step(venv.prior.act(obs))
+        obs, rewards, terminated, _, info = venv.step(agent.act(obs))
     assert terminated.all() and np.isfinite(rewards).all()
     assert all(isinstance(r, str) for r in info["reason"])
 
@@ -156,14 +162,15 @@ def test_the_single_env_is_the_vector_env_of_one_and_the_last_info_holds_the_rew
     assert isinstance(single.vector, CrystalDenoisingVectorEnv) and single.policy is single.vector.policy
     obs, _ = single.reset(seed=5)
     vobs, _ = vector.reset(seed=5)
+    agent, vagent = PriorAgent(single.policy, 5), PriorAgent(vector.policy, 5)
     for _ in range(3):
         for key in obs:
             np.testing.assert_array_equal(obs[key], vobs[key][0])
-        obs, reward, done, _, info = single.step(single.prior.act(obs))
-        vobs, vreward, _, _, vinfo = vector.step(vector.prior.act(vobs))
+        obs, reward, done, _, info = single.step(agent.act(obs))
+        vobs, vreward, _, _, vinfo = vector.step(vagent.act(vobs))
     result = vinfo["reward_result"]
     assert done and isinstance(result, RewardResult) and len(result.values) == 1
     np.testing.assert_allclose([reward, result.values[0], info["reward_result"].values[0], info["properties"]["density"]], vreward[0], rtol=1e-6)
     assert reward > 0
     with pytest.raises(RuntimeError, match="call reset"):
-        single.step(single.prior.act(obs))  # the single env does not autoreset
+        single.step(agent.act(obs))  # the single env does not autoreset

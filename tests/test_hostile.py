@@ -162,14 +162,16 @@ def test_the_reference_cache_never_overrides_shipped_energies(tmp_path, monkeypa
 def test_rewards_and_actions_are_validated():
     import gymnasium as gym
 
+    from latticegym.agents import PriorAgent
     from latticegym.rewards.base import RewardResult
 
     env = gym.make("LatticeGym/Custom-v0", prior="perov_5", reward=lambda s: RewardResult(np.zeros(len(s) + 1)), num_steps=1)
     obs, _ = env.reset(seed=0)
+    agent = PriorAgent(env.unwrapped.policy, 0)
     with pytest.raises(ValueError, match="returned 2 values"):
-        env.step(env.unwrapped.prior.act(obs))
+        env.step(agent.act(obs))
     obs, _ = env.reset(seed=0)
-    action = env.unwrapped.prior.act(obs)
+    action = agent.act(obs)
     action["lattice"] = action["lattice"] + 1j
     with pytest.raises(ValueError, match=r"action\[.lattice.\] has dtype complex64; expected real numbers"):
         env.step(action)

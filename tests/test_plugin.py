@@ -10,14 +10,16 @@ PLUGIN = Path(__file__).parent / "plugin"
 CODE = """
 import gymnasium as gym, numpy as np
 import latticegym
+from latticegym.agents import PriorAgent
 from latticegym.rewards import available, make
 assert "volume_per_atom" in available()
 reward = make("volume_per_atom", target=16.0)
 env = gym.make("LatticeGym/Custom-v0", prior="perov_5", reward=reward, num_steps=3)
 obs, _ = env.reset(seed=0)
+agent = PriorAgent(env.unwrapped.policy, seed=0)
 done = False
 while not done:
-    obs, r, done, _, info = env.step(env.unwrapped.prior.act(obs))
+    obs, r, done, _, info = env.step(agent.act(obs))
 print(info["ok"], "volume_per_atom" in info["properties"], np.isfinite(r))
 """
 

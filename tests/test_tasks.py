@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import latticegym
+from latticegym.agents import PriorAgent
 from latticegym.agents.trainer import Trainer
 from latticegym.cli import main
 from latticegym.envs.tasks import TASKS
@@ -58,8 +59,9 @@ def registered():
 def test_a_registered_task_makes_an_env_with_its_success(registered):
     env = gym.make(registered.env_id, num_steps=3)
     obs, _ = env.reset(seed=0)
+    agent = PriorAgent(env.unwrapped.policy, 0)
     for _ in range(3):
-        obs, reward, terminated, _, info = env.step(env.unwrapped.prior.act(obs))
+        obs, reward, terminated, _, info = env.step(agent.act(obs))
     assert terminated and info["success"] == (info["ok"] and reward >= 0.5)
     with pytest.raises(ValueError, match="already registered"):
         latticegym.register_task("HalfHHI", prior="perov_5", reward="low_hhi")
@@ -70,8 +72,9 @@ def test_a_registered_task_makes_an_env_with_its_success(registered):
 def test_custom_env_takes_a_reward_by_name_and_always_reports_success():
     env = gym.make("LatticeGym/Custom-v0", prior="perov_5", reward="low_hhi", num_steps=3)
     obs, _ = env.reset(seed=0)
+    agent = PriorAgent(env.unwrapped.policy, 0)
     for _ in range(3):
-        obs, reward, terminated, _, info = env.step(env.unwrapped.prior.act(obs))
+        obs, reward, terminated, _, info = env.step(agent.act(obs))
     assert "success" in info and info["success"] == (info["ok"] and reward >= 1.0)
     with pytest.raises(KeyError, match="no reward named 'lowhhi'"):
         gym.make("LatticeGym/Custom-v0", prior="perov_5", reward="lowhhi")

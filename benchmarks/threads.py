@@ -52,13 +52,13 @@ def batch_seconds(batch: int = 64, steps: int = 100) -> float:
     return time.perf_counter() - start
 
 
-def measure(threads: int, repeats: int) -> dict[str, float]:
+def measure(threads: int, repeats: int, steps: int = 100) -> dict[str, float]:
     """Median seconds of the episode and the batch with `threads` intra-op threads."""
     torch.set_num_threads(threads)
     episode_seconds(5)  # warm-up
     return {
-        "episode": statistics.median(episode_seconds() for _ in range(repeats)),
-        "batch64": statistics.median(batch_seconds() for _ in range(repeats)),
+        "episode": statistics.median(episode_seconds(steps) for _ in range(repeats)),
+        "batch64": statistics.median(batch_seconds(steps=steps) for _ in range(repeats)),
     }
 
 
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default: %(default)s)")
     parser.add_argument("--load", type=int, default=4, help="busy processes for the loaded case (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is printed (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=100, help="reverse-diffusion steps T (default: %(default)s)")
     args = parser.parse_args(argv)
     counts = [int(t) for t in args.threads.split(",")]
     print(f"{'load':>6s}{'threads':>9s}{'episode s':>11s}{'ratio':>7s}{'batch64 s':>11s}{'ratio':>7s}")
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         for p in spinners:
             p.start()
         try:
-            rows = {t: measure(t, args.repeats) for t in counts}
+            rows = {t: measure(t, args.repeats, args.steps) for t in counts}
         finally:
             stop.set()
             for p in spinners:

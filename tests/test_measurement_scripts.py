@@ -26,3 +26,50 @@ def test_the_screen_cost_benchmark_prints_both_screens(perov_path, capsys):
     main(["--crystals", "3", "--steps", "8", "--hull-references", "20", "--data", str(perov_path.parent)])
     out = capsys.readouterr().out
     assert "single point" in out and "relaxation" in out and "relaxation / single point" in out
+
+
+def test_the_threads_benchmark_prints_ratios_idle_and_loaded(capsys):
+    from latticegym.benchmarks import threads
+
+    threads.main(["--threads", "1", "--load", "1", "--repeats", "1", "--steps", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "ratio" in lines[0] and [line.split()[:2] for line in lines[1:]] == [["0", "1"], ["1", "1"]]
+
+
+def test_the_last_step_benchmark_compares_each_std(capsys):
+    from latticegym.benchmarks import last_step
+
+    last_step.main(["--num", "4", "--steps", "3", "--stds", "1.0,0.1"])
+    out = capsys.readouterr().out
+    assert "1.0" in out and "0.1" in out
+
+
+@pytest.mark.slow
+def test_the_prior_quality_benchmark_prints_the_generation_metrics(perov_path, capsys):
+    from latticegym.benchmarks import prior_quality
+
+    prior_quality.main(["--prior", "perov_5", "--data", str(perov_path), "--num", "6", "--steps", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "struct_valid" in lines[1] and lines[2].startswith("perov_5") and lines[3].startswith("real data")
+
+
+def test_the_pressure_benchmark_compares_real_and_sampled_crystals(perov_path, capsys):
+    from latticegym.benchmarks import pressure
+
+    pressure.main(["--data", str(perov_path), "--num", "2"])
+    assert "GPa" in capsys.readouterr().out
+
+
+def test_the_reward_cost_benchmark_prints_seconds_per_crystal(perov_path, capsys):
+    from latticegym.benchmarks import reward_cost
+
+    reward_cost.main(["--tasks", "PerovskiteLowHHI", "--batches", "2", "--data", str(perov_path.parent)])
+    assert "PerovskiteLowHHI" in capsys.readouterr().out
+
+
+def test_the_guard_thresholds_script_measures_every_family(perov_path, capsys):
+    from latticegym.benchmarks import guard_thresholds
+
+    guard_thresholds.main(["--data-dir", str(perov_path.parent), "--samples", "2"])
+    out = capsys.readouterr().out
+    assert "perov" in out.lower() and "carbon" in out.lower()

@@ -26,11 +26,9 @@ from pymatgen.core import Structure
 
 from ..crystal import MatchIndex, unique_indices
 from ..rewards.composite import CompositeReward
+from ..targets import STABLE_E_HULL
 from ..rewards.stability import ConvexHull, EHull
 from .rollout import Trajectories
-
-STABLE_E_HULL = 0.1  # eV/atom: MatInvent's `is_stable` and MatterGen's SUN threshold
-
 
 def reward_guard(reward) -> Callable[[Structure], str] | None:
     """The reward's guards as one never-raising check ("" where a crystal passes), or None for a reward without guards."""

@@ -8,6 +8,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..targets import BAND_GAP_WINDOW, LOW_HHI
+
 COST_CHEAP, COST_SINGLE_POINT, COST_RELAXATION = "cheap", "MLIP single-point", "MLIP relaxation"
 # Each family's chemistry, from the data its prior learned (`python -m latticegym.benchmarks.guard_thresholds`):
 # - perov_5 is ABX3 with X = N, O or F (the most electronegative element of all 3,787 crystals), at 60% of
@@ -102,7 +104,7 @@ def check_success(success) -> tuple[tuple[str, str, Any], ...]:
 TASKS = {
     t.name: t
     for t in [
-        Task("PerovskiteLowHHI", "perov_5", "low_hhi", "HHI (production) <= 1250", COST_CHEAP, (("hhi", "<=", 1250.0),), PEROVSKITE),
+        Task("PerovskiteLowHHI", "perov_5", "low_hhi", f"HHI (production) <= {LOW_HHI:g}", COST_CHEAP, (("hhi", "<=", LOW_HHI),), {**PEROVSKITE, "max_hhi": LOW_HHI}),
         Task(
             "PerovskiteFormationEnergy",
             "perov_5",
@@ -112,7 +114,16 @@ TASKS = {
             (("formation_energy", "<=", -1.5),),
             PEROVSKITE,
         ),
-        Task("PerovskiteBandGap", "perov_5", "band_gap_window", "predicted band gap in [1.5, 3.0] eV", COST_CHEAP, (("band_gap", "in", (1.5, 3.0)),), PEROVSKITE, experimental=WEAK_GAP_PREDICTOR),
+        Task(
+            "PerovskiteBandGap",
+            "perov_5",
+            "band_gap_window",
+            f"predicted band gap in [{BAND_GAP_WINDOW[0]}, {BAND_GAP_WINDOW[1]}] eV",
+            COST_CHEAP,
+            (("band_gap", "in", BAND_GAP_WINDOW),),
+            {**PEROVSKITE, "lo": BAND_GAP_WINDOW[0], "hi": BAND_GAP_WINDOW[1]},
+            experimental=WEAK_GAP_PREDICTOR,
+        ),
         Task("PerovskiteMagnet", "perov_5", "magnetic_density", "CHGNet magnetic density >= 0.05 μB/Å^3", COST_SINGLE_POINT, (("magnetic_density", ">=", 0.05),), PEROVSKITE),
         Task(
             "PerovskiteMagnetLowHHI",
@@ -120,8 +131,8 @@ TASKS = {
             "magnet_low_hhi",
             "min of the magnet and HHI rewards; success: both targets",
             COST_SINGLE_POINT,
-            (("magnetic_density", ">=", 0.05), ("hhi", "<=", 1250.0)),
-            PEROVSKITE,
+            (("magnetic_density", ">=", 0.05), ("hhi", "<=", LOW_HHI)),
+            {**PEROVSKITE, "max_hhi": LOW_HHI},
         ),
         Task("CarbonDensity", "carbon_24", "density_target", "density 3.6 ± 0.05 g/cm^3", COST_CHEAP, (("density", "in", (3.55, 3.65)),), ONE_ELEMENT, experimental=WEAK_CARBON_PRIOR),
         Task(

@@ -23,6 +23,7 @@ import torch
 from pymatgen.core import Structure
 
 from ..files import load_checkpoint
+from ..targets import BAND_GAP_WINDOW
 from .base import PropertySource
 
 SHIPPED = Path(__file__).parent / "data" / "band_gap_perov_5.pt"
@@ -220,9 +221,6 @@ def calibrate(predictor: BandGapPredictor, val, label: str = "ind_gap") -> float
     return predictor.threshold
 
 
-TASK_WINDOW = (1.5, 3.0)  # eV, PerovskiteBandGap's success window
-
-
 def evaluate(predictor: BandGapPredictor, splits: dict, label: str = "ind_gap") -> dict:
     """Held-out metrics: classification of gap/no gap, gap MAE, and how often a predicted gap in the
     task's window is a real one (precision) and how many real ones it finds (recall)."""
@@ -247,7 +245,7 @@ def evaluate(predictor: BandGapPredictor, splits: dict, label: str = "ind_gap") 
             "mae_all": float(np.abs(pred - truth).mean()),
             "mae_regressor_on_gapped": float(np.abs(_regress(predictor, gapped) - truth[positive]).mean()) if gapped else None,
         }
-        lo, hi = TASK_WINDOW
+        lo, hi = BAND_GAP_WINDOW
         in_pred, in_true = (pred >= lo) & (pred <= hi), (truth >= lo) & (truth <= hi)
         metrics[split]["window"] = {
             "eV": [lo, hi],

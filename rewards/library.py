@@ -6,6 +6,7 @@ from typing import Any
 
 from pymatgen.core import Lattice, Structure
 
+from ..targets import BAND_GAP_WINDOW, LOW_HHI
 from .base import PropertySource
 from .cache import Cached
 from .composite import CompositeReward, Guards, Objective
@@ -66,7 +67,7 @@ def _shaped(source: str, kind: str, kwargs: dict | None = None, **shaping) -> di
     return {"source": source, "kwargs": kwargs or {}, "shaping": {"kind": kind, **shaping}}
 
 
-def low_hhi(max_hhi: float = 1250.0, worst: float = 5000.0, **options) -> CompositeReward:
+def low_hhi(max_hhi: float = LOW_HHI, worst: float = 5000.0, **options) -> CompositeReward:
     """Supply risk: reward 1 at HHI <= `max_hhi`, falling linearly to 0 at `worst`."""
     return build_composite([_shaped("hhi", "descending", lo=max_hhi, hi=worst)], **options)
 
@@ -87,7 +88,7 @@ def magnetic_density(target: float = 0.1, relax: bool = False, max_pressure_gpa:
     return build_composite([_shaped("magnetic_density", "ascending", kwargs, lo=0.0, hi=target)], **options)
 
 
-def magnet_low_hhi(target: float = 0.1, max_hhi: float = 1250.0, worst: float = 5000.0, max_pressure_gpa: float | None = 25.0, **options) -> CompositeReward:
+def magnet_low_hhi(target: float = 0.1, max_hhi: float = LOW_HHI, worst: float = 5000.0, max_pressure_gpa: float | None = 25.0, **options) -> CompositeReward:
     """The minimum of the magnetic-density and low-HHI rewards."""
     options.setdefault("combine", "min")
     return build_composite(
@@ -116,6 +117,6 @@ def bulk_modulus(target: float = 400.0, floor: float = 100.0, relax: bool = True
     return build_composite([_shaped("bulk_modulus", "ascending", kwargs, lo=floor, hi=target)], **options)
 
 
-def band_gap_window(lo: float = 1.5, hi: float = 3.0, margin: float = 0.5, **options) -> CompositeReward:
+def band_gap_window(lo: float = BAND_GAP_WINDOW[0], hi: float = BAND_GAP_WINDOW[1], margin: float = 0.5, **options) -> CompositeReward:
     """Predicted band gap in [`lo`, `hi`] eV: 1 inside, falling to 0 over `margin` outside."""
     return build_composite([_shaped("band_gap", "window", lo=lo, hi=hi, margin=margin)], **options)

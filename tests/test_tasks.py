@@ -187,3 +187,15 @@ def test_a_reward_resolves_from_a_name_a_factory_path_a_yaml_file_a_dict_or_an_o
         resolve("latticegym.rewards.library:nothing")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve(str(tmp_path / "missing.yaml"))
+
+
+def test_a_tasks_threshold_has_one_source_which_its_reward_reads():
+    from dataclasses import replace
+
+    from latticegym.targets import BAND_GAP_WINDOW, LOW_HHI
+
+    low_hhi, gap = TASKS["PerovskiteLowHHI"], TASKS["PerovskiteBandGap"]
+    assert low_hhi.success == (("hhi", "<=", LOW_HHI),) and low_hhi.make_reward().objectives[0].shaping.lo == LOW_HHI
+    assert gap.success == (("band_gap", "in", BAND_GAP_WINDOW),) and (gap.reward_kwargs["lo"], gap.reward_kwargs["hi"]) == BAND_GAP_WINDOW
+    stricter = replace(low_hhi, reward_kwargs={**low_hhi.reward_kwargs, "max_hhi": 1000.0})
+    assert stricter.make_reward().objectives[0].shaping.lo == 1000.0  # the reward takes the task's number, not a default of its own

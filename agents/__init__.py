@@ -9,7 +9,7 @@ with its class and config dataclass.
 from .active import ActiveConfig, ActiveLearning
 from .base import Agent
 from .grpo import GRPO, GRPOConfig
-from .options import parse_options
+from ..options import parse_options
 from .pipeline import Screen, ScreenConfig, Selection
 from .ppo import PPO, PPOConfig
 from .prior_only import PriorAgent, PriorOnly, PriorOnlyConfig

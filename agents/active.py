@@ -39,7 +39,7 @@ import torch
 from ..policies import DiffusionPolicy
 from ..rewards.filters import DiversityFilter
 from ..rewards.surrogate import RewardSurrogate, SurrogateConfig
-from .options import check_ranges
+from ..options import check_ranges
 from .ppo import PPO, PPOConfig
 from .pipeline import Pool, Selection
 from .rollout import Rollout
@@ -76,11 +76,10 @@ class ActiveConfig(PPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_ranges(self, at_least_one=("oversample", "draws", "max_per_formula", "min_train"), non_negative=("kappa",))
-        if self.acquisition not in ("ucb", "random"):
-            raise ValueError(f"acquisition must be 'ucb' or 'random', got {self.acquisition!r}")
-        if self.baseline not in ("pool", "batch"):
-            raise ValueError(f"baseline must be 'pool' or 'batch', got {self.baseline!r}")
+        check_ranges(
+            self, at_least_one=("oversample", "draws", "max_per_formula", "min_train"), non_negative=("kappa",),
+            choices={"acquisition": ("ucb", "random"), "baseline": ("pool", "batch")},
+        )  # fmt: skip
         if self.surrogate_scored and self.baseline != "pool":
             raise ValueError("surrogate_scored needs baseline='pool': surrogate rewards must be judged against the pool")
 

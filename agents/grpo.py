@@ -31,7 +31,7 @@ import torch
 from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .base import StepGradients, minibatches, normalized_advantages, random_steps, step_terms
-from .options import check_ranges
+from ..options import check_ranges
 from .pipeline import FirstSurvivors
 from .rollout import Rollout, Trajectories
 
@@ -67,10 +67,10 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self):
-        check_ranges(self, positive=("clip_range", "max_grad_norm"), at_least_one=("epochs", "minibatch_size"), non_negative=("kl_coef", "entropy_coef"), unit=("lr", "step_fraction"))
-        for name, allowed in (("kl_to", ("prior", "rollout")), ("log_prob", ("sum", "mean")), ("optimizer", ("adam", "adamw"))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_ranges(
+            self, positive=("clip_range", "max_grad_norm"), at_least_one=("epochs", "minibatch_size"), non_negative=("kl_coef", "entropy_coef"),
+            unit=("lr", "step_fraction"), choices={"kl_to": ("prior", "rollout"), "log_prob": ("sum", "mean"), "optimizer": ("adam", "adamw")},
+        )  # fmt: skip
 
 
 # Chemeleon2-RL's settings (module docstring): the `grpo-chemeleon2` label of the benchmark.

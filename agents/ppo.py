@@ -22,7 +22,7 @@ import torch
 from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .base import StepGradients, minibatches, normalized_advantages, random_steps, step_terms
-from .options import check_ranges
+from ..options import check_ranges
 from .replay import Replay
 from .pipeline import FirstSurvivors
 from .rollout import Rollout, Trajectories
@@ -64,7 +64,8 @@ class PPOConfig:
 
     def __post_init__(self):
         check_ranges(self, positive=("clip_range", "max_grad_norm", "adaptive_kl_target"), at_least_one=("epochs", "minibatch_size"),
-                     non_negative=("kl_coef", "replay_capacity", "replay_top_k"), unit=("lr", "step_fraction"))
+                     non_negative=("kl_coef", "replay_capacity", "replay_top_k"), unit=("lr", "step_fraction"), fraction=("replay_mix",),
+                     choices={"advantage_groups": ("batch", "num_atoms"), "replay_dedup": ("composition", "structure")})
 
 
 class PPO(FirstSurvivors):
@@ -88,10 +89,6 @@ class PPO(FirstSurvivors):
     def __init__(self, policy: DiffusionPolicy, prior: DiffusionPolicy, config: PPOConfig | None = None, seed: int = 0):
         self.policy, self.prior = policy, prior
         self.cfg = cfg = config or PPOConfig()
-        if cfg.advantage_groups not in ("batch", "num_atoms"):
-            raise ValueError(f"advantage_groups must be 'batch' or 'num_atoms', got {cfg.advantage_groups!r}")
-        if not 0 <= cfg.replay_mix < 1:
-            raise ValueError(f"replay_mix must be in [0, 1), got {cfg.replay_mix}")
         self.optimizer = torch.optim.Adam(policy.network.parameters(), lr=cfg.lr)
         self.kl_coef = cfg.kl_coef
         self.replay = Replay(cfg.replay_capacity, cfg.replay_dedup) if cfg.replay_capacity else None

@@ -18,7 +18,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from ..policies import DiffusionPolicy
-from .options import check_ranges
+from ..options import check_ranges
 from .pipeline import FirstSurvivors
 from .rollout import Rollout
 

@@ -14,7 +14,7 @@ import torch
 from ..files import restore_generator
 from ..policies import DiffusionPolicy
 from .base import StepGradients, random_steps, step_terms
-from .options import check_ranges
+from ..options import check_ranges
 from .pipeline import FirstSurvivors
 from .rollout import Rollout
 

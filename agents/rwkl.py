@@ -31,7 +31,7 @@ import torch
 
 from ..files import restore_generator
 from ..policies import DiffusionPolicy
-from .options import check_ranges
+from ..options import check_ranges
 from .replay import Replay
 from .pipeline import FirstSurvivors, Pool, Selection, first_survivors
 from .rollout import Rollout, Trajectories

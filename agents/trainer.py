@@ -34,7 +34,7 @@ from .base import Agent, step_kls
 from .rwkl import RWKLConfig
 from .loggers import RunLog, append_csv, truncate_csv
 from .records import BestList, evaluated_rows
-from .options import check_ranges, parse_options
+from ..options import check_ranges, parse_options
 from .evaluation import known_crystals
 from .pipeline import Pool, Screen, ScreenConfig, Selection, reward_guard
 from .rollout import Rollout, Trajectories, collect, unscored

@@ -19,6 +19,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from pymatgen.core import Element
 
+from ..options import check_count
 from ..policies import DiffusionPolicy, DiffusionState, load_prior
 from ..policies.checkpoint import available_priors
 from ..rewards.composite import CompositeReward
@@ -158,14 +159,6 @@ def checked_result(result, n: int) -> RewardResult:
     return result
 
 
-def _check_count(name: str, value, low: int, optional: bool = True) -> None:
-    """A constructor argument that must be an integer >= low (None, where `optional`, means its default)."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 class CrystalDenoisingVectorEnv(VectorEnv):
     """B crystals denoised in lockstep, scored in one reward call at t = 0 (the agents' fast path).
 
@@ -199,9 +192,9 @@ class CrystalDenoisingVectorEnv(VectorEnv):
         correctors: int | None = None,
         success: tuple | None = None,
     ):
-        _check_count("num_envs", num_envs, 1, optional=False)
-        _check_count("num_steps", num_steps, 1)
-        _check_count("correctors", correctors, 0)
+        check_count("num_envs", num_envs, 1, required=True)
+        check_count("num_steps", num_steps, 1)
+        check_count("correctors", correctors, 0)
         self.task, self.policy, self.reward, self.num_steps = _resolve(task, prior, reward, num_steps, device, correctors)
         self.success = check_success(success) if success is not None else (self.task.success if self.task else FULL_REWARD)
         self.episode_length = self.policy.episode_length

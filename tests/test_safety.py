@@ -263,7 +263,7 @@ def test_resume_accepts_the_same_reference_at_another_path_only(tmp_path):
 
 
 def test_set_values_parse_with_the_field_type():
-    from latticegym.agents.options import parse_option
+    from latticegym.options import parse_option
     from latticegym.agents.ppo import PPOConfig
 
     assert parse_option(PPOConfig, "lr", "1e-5") == 1e-5  # YAML would read this as a string
@@ -274,10 +274,24 @@ def test_set_values_parse_with_the_field_type():
             PPOConfig(**{key: parse_option(PPOConfig, key, value)})
 
 
+def test_choices_and_fractions_are_checked_by_the_one_mechanism():
+    from latticegym.agents import ActiveConfig, GRPOConfig, PPOConfig
+
+    for make, message in [
+        (lambda: PPOConfig(replay_mix=1.0), r"PPOConfig.replay_mix must be in \[0, 1\), got 1.0"),
+        (lambda: PPOConfig(advantage_groups="size"), r"PPOConfig.advantage_groups must be one of \('batch', 'num_atoms'\), got 'size'"),
+        (lambda: GRPOConfig(kl_to="reference"), r"GRPOConfig.kl_to must be one of \('prior', 'rollout'\)"),
+        (lambda: ActiveConfig(baseline="mean"), r"ActiveConfig.baseline must be one of \('pool', 'batch'\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make()
+    assert PPOConfig(replay_mix=0.0).replay_mix == 0.0
+
+
 def test_env_constructor_and_reset_validate_their_inputs():
     import latticegym
 
-    with pytest.raises(ValueError, match="num_envs must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"num_envs must be an integer in \[1, 1e\+09\], got 0"):
         latticegym.make_vec("LatticeGym/PerovskiteLowHHI-v0", num_envs=0)
     env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=2)
     with pytest.raises(ValueError, match=r"options\['num_atoms'\] must be an integer"):

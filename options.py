@@ -1,8 +1,10 @@
-"""Agent options: typed parsing of `--set KEY=VALUE` and range checks on the config dataclasses."""
+"""Settings, checked one way everywhere: typed parsing of `--set KEY=VALUE`, and range and choice checks
+on config dataclasses (agents, training) and on env arguments. A base module: it imports nothing of the package."""
 
 from __future__ import annotations
 
 import math
+import numbers
 import typing
 from dataclasses import fields
 
@@ -63,8 +65,26 @@ def parse_options(config_cls: type, options: dict, owner: str = "") -> dict:
 LARGEST = 1e9
 
 
-def check_ranges(cfg, positive: tuple[str, ...] = (), at_least_one: tuple[str, ...] = (), non_negative: tuple[str, ...] = (), unit: tuple[str, ...] = ()) -> None:
-    """Raise a ValueError naming the first field of `cfg` out of its range; `unit` means (0, 1].
+def _check(owner: str, value, ok, wanted: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{owner} must be a finite number, got {value}")
+    if not ok(value):
+        raise ValueError(f"{owner} must be {wanted}, got {value!r}")
+
+
+def check_ranges(
+    cfg,
+    positive: tuple[str, ...] = (),
+    at_least_one: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+    unit: tuple[str, ...] = (),
+    fraction: tuple[str, ...] = (),
+    choices: dict[str, tuple] | None = None,
+) -> None:
+    """Raise a ValueError naming the first field of `cfg` out of its range or choices (None passes);
+    `unit` means (0, 1], `fraction` [0, 1).
 
     Every range stops at `LARGEST`: beyond it a setting is a typo that would overflow or exhaust memory.
     """
@@ -74,13 +94,20 @@ def check_ranges(cfg, positive: tuple[str, ...] = (), at_least_one: tuple[str, .
         (at_least_one, lambda v: 1 <= v <= LARGEST, f"in [1, {LARGEST:g}]"),
         (non_negative, lambda v: 0 <= v <= LARGEST, f"in [0, {LARGEST:g}]"),
         (unit, lambda v: 0 < v <= 1, "in (0, 1]"),
+        (fraction, lambda v: 0 <= v < 1, "in [0, 1)"),
     ):
         for name in group:
             assert name in names, name
-            value = getattr(cfg, name)
-            if value is None:
-                continue
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{type(cfg).__name__}.{name} must be a finite number, got {value}")
-            if not ok(value):
-                raise ValueError(f"{type(cfg).__name__}.{name} must be {wanted}, got {value}")
+            _check(f"{type(cfg).__name__}.{name}", getattr(cfg, name), ok, wanted)
+    for name, allowed in (choices or {}).items():
+        assert name in names, name
+        _check(f"{type(cfg).__name__}.{name}", getattr(cfg, name), lambda v: v in allowed, f"one of {allowed}")
+
+
+def check_count(name: str, value, low: int, required: bool = False) -> None:
+    """An argument that must be an integer in [low, LARGEST]; None passes (its default) unless `required`."""
+    integer = lambda v: not isinstance(v, bool) and isinstance(v, numbers.Integral) and low <= v <= LARGEST  # noqa: E731
+    wanted = f"an integer in [{low}, {LARGEST:g}]"
+    if value is None and required:
+        raise ValueError(f"{name} must be {wanted}, got None")
+    _check(name, value, integer, wanted)

@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from . import DEFAULT_THREADS, quiet_libraries, set_threads
@@ -220,21 +221,15 @@ def _options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-# train's options and the TrainConfig fields they set; an option left out keeps the config's default,
-# or on --resume the checkpoint's setting.
-TRAIN_OPTIONS = {
-    "env": "env_id", "agent": "agent", "iterations": "iterations", "batch_size": "batch_size", "budget": "budget", "steps": "steps",
-    "screen": "screen", "relax": "relax", "hull_references": "hull_references",
-    "correctors": "correctors", "seed": "seed", "out": "out", "device": "device", "wandb": "wandb", "reference": "novelty_reference",
-    "diversity": "diversity", "ray_address": "ray_address", "rollout_workers": "rollout_workers", "prior": "prior", "reward": "reward",
-}  # fmt: skip
-
-
 def train_config(args):
-    """The TrainConfig of `latticegym train`: the options given, over the checkpoint's settings on --resume."""
+    """The TrainConfig of `latticegym train`: the options given, over the checkpoint's settings on --resume.
+
+    Each train option's `dest` is the TrainConfig field it sets; an option left out keeps the config's
+    default, or on --resume the checkpoint's setting.
+    """
     from .agents.trainer import TrainConfig, saved_state
 
-    given = {field: getattr(args, option) for option, field in TRAIN_OPTIONS.items() if getattr(args, option) is not None}
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if args.set:
         given["agent_options"] = _options(args.set)
     if args.plugin:
@@ -395,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("train", help="fine-tune a task's prior with RL")
-    p.add_argument("--env", help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`), or LatticeGym/Custom-v0 with --prior and --reward")
+    p.add_argument("--env", dest="env_id", metavar="ENV", help="a registered task id, e.g. LatticeGym/PerovskiteLowHHI-v0 (see `latticegym envs`), or LatticeGym/Custom-v0 with --prior and --reward")
     p.add_argument("--agent", choices=["ppo", "grpo", "matinvent", "rwkl", "reinforce", "active", "prior", "pyxtal"], help="RL algorithm; 'matinvent' is MatInvent's released pipeline, 'rwkl' its update alone, 'grpo' group-relative PPO (OMatG-IRL's settings), 'active' evaluates only the samples a reward surrogate ranks best; floors: 'prior' samples without updating, 'pyxtal' samples random symmetric crystals (default: ppo)")
     p.add_argument("--prior", help="fine-tune this prior instead of the task's: a shipped prior's name, a .pt file, or a `pretrain` or `train` run directory")
     p.add_argument("--reward", help="LatticeGym/Custom-v0's reward: a registered name, module:attr naming a factory, or a YAML/JSON reward config")
@@ -411,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory: metrics.csv, tensorboard/, best.csv, evaluated.csv, checkpoint.pt, policy.pt")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.pt exactly with its settings; an option given must match them (--iterations may be raised)")
     p.add_argument("--wandb", nargs="?", const="offline", choices=["offline", "online"], help="also log to Weights & Biases (default mode: offline)")
-    p.add_argument("--reference", help="CSV(.gz) of known crystals for novelty; the prior's own file means its training split (without it novelty is not computed)")
+    p.add_argument("--reference", dest="novelty_reference", metavar="CSV", help="CSV(.gz) of known crystals for novelty; the prior's own file means its training split (without it novelty is not computed)")
     p.add_argument("--diversity", choices=["default", "none", "composition", "structure"], help="diversity filter on the reward (default: the agent's recipe)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent option, parsed with the option's type, e.g. --set lr=1e-5 --set kl_coef=0.02")
     p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address (default: in this process)")

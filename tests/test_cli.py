@@ -109,3 +109,17 @@ def test_the_fit_split_is_train_and_val_as_pretraining_uses_them(tmp_path):
     fit = _load_split(str(path), "fit", 0, "train")
     assert len(fit) == 18 and sorted(fit.cifs) == sorted(splits["train"].cifs + splits["val"].cifs)
     assert not set(fit.cifs) & set(splits["test"].cifs)
+
+
+def test_every_train_option_sets_the_trainconfig_field_it_is_named_for():
+    import argparse
+    from dataclasses import fields
+
+    from latticegym.agents.trainer import TrainConfig
+    from latticegym.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    dests = {a.dest for a in commands.choices["train"]._actions}
+    handled_apart = {"help", "resume", "set", "evaluate", "plugin", "threads", "verbose"}  # agent_options, plugins; not settings
+    assert dests - handled_apart <= {f.name for f in fields(TrainConfig)}, dests - handled_apart - {f.name for f in fields(TrainConfig)}
+    assert {"env_id", "novelty_reference", "batch_size", "budget", "screen"} <= dests

@@ -55,8 +55,21 @@ def append_csv(path: Path, rows: list[dict]) -> None:
         f.flush()
 
 
+def namespaced(key: str, from_update: bool) -> str:
+    """A metric's TensorBoard/W&B tag, grouped as CleanRL groups them: `losses/` for the agent's update,
+    `time/` for the seconds of each stage, `charts/` for the rest; a key with its own namespace
+    (`surrogate/...`, `calls/...`) keeps it."""
+    if "/" in key:
+        return key
+    if from_update:
+        return f"losses/{key}"
+    if key.startswith("t_"):
+        return f"time/{key[2:]}"
+    return f"charts/{key}"
+
+
 class RunLog:
-    """One iteration at a time to CSV, TensorBoard and optionally W&B."""
+    """One iteration at a time to CSV (bare keys), TensorBoard and optionally W&B (`namespaced` tags)."""
 
     def __init__(self, out: Path, start_iteration: int, config: dict, wandb_mode: str | None = None, wandb_id: str | None = None):
         from torch.utils.tensorboard import SummaryWriter
@@ -79,10 +92,12 @@ class RunLog:
             )
             self.wandb_id = self.wandb.id
 
-    def log(self, iteration: int, metrics: dict[str, float], histograms: dict[str, np.ndarray]) -> None:
-        """Write one iteration: a metrics.csv row, TensorBoard scalars and histograms, and W&B when enabled."""
+    def log(self, iteration: int, metrics: dict[str, float], histograms: dict[str, np.ndarray], update_keys=()) -> None:
+        """Write one iteration: a metrics.csv row, TensorBoard scalars and histograms, and W&B when enabled;
+        `update_keys` name the metrics that the agent's update returned."""
         append_csv(self.metrics_path, [{"iteration": iteration, **metrics}])
-        for name, value in metrics.items():
+        tagged = {namespaced(k, k in update_keys): v for k, v in metrics.items()}
+        for name, value in tagged.items():
             if value is not None and math.isfinite(value):
                 self.tb.add_scalar(name, value, iteration)
         for name, values in histograms.items():
@@ -94,7 +109,7 @@ class RunLog:
         if self.wandb is not None:
             import wandb
 
-            payload = dict(metrics)
+            payload = dict(tagged)
             payload.update({f"hist/{k}": wandb.Histogram(np.asarray(v)[np.isfinite(v)]) for k, v in histograms.items() if np.isfinite(v).any()})
             self.wandb.log(payload, step=iteration)
 

@@ -275,9 +275,9 @@ class Trainer:
             bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc=f"{self.cfg.agent} on {self.task.name}", unit="it", disable=not progress)
             try:
                 while not self.done():
-                    metrics, hists = self.step()
+                    metrics, hists, update_keys = self.step()
                     self._check_finite(metrics)
-                    log.log(self.iteration, metrics, hists)
+                    log.log(self.iteration, metrics, hists, update_keys)
                     self.iteration += 1
                     self.save(log.wandb_id)
                     save_policy(self.policy, self.out / "policy.pt")
@@ -301,8 +301,9 @@ class Trainer:
                 "Check the agent options (--set), e.g. a NaN or huge coefficient or learning rate"
             )
 
-    def step(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """One iteration of the pipeline: sample, screen, select, evaluate, update; returns what to log."""
+    def step(self) -> tuple[dict[str, float], dict[str, np.ndarray], set[str]]:
+        """One iteration of the pipeline: sample, screen, select, evaluate, update; returns what to log:
+        the metrics, the histograms, and which metrics the agent's update returned."""
         clock = time.perf_counter()
         trajectories, structures = self._sample()
         t_sample = time.perf_counter() - clock
@@ -325,11 +326,12 @@ class Trainer:
         rollout = self._rollout(pool, chosen, result, success, selection)
         metrics = self._metrics(pool, chosen, result, success, rollout)
         clock = time.perf_counter()
-        metrics.update(self.agent.update(rollout, self.iteration) if len(rollout) else {})
+        stats = self.agent.update(rollout, self.iteration) if len(rollout) else {}
+        metrics.update(stats)
         metrics.update(t_sample=t_sample, t_screen=t_screen, t_reward=t_reward, t_update=time.perf_counter() - clock)
         self._record(pool, chosen, result, success, found)
         hists = {"reward": result.values, "e_hull": pool.screened.e_hull, **{f"property/{k}": v for k, v in result.properties.items()}}
-        return metrics, hists
+        return metrics, hists, set(stats)
 
     def _sample(self) -> tuple[Trajectories | None, list]:
         """A pool of P crystals from the current policy (or the agent, if it generates its own), with no reward."""

@@ -36,8 +36,10 @@ def test_a_run_writes_metrics_best_evaluated_and_tensorboard(tmp_path):
     assert np.all(np.diff(best.properties["reward"]) <= 0)
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0, "scalars": 0})
     events.Reload()
-    assert [e.step for e in events.Scalars("reward_mean")] == [0, 1]
-    np.testing.assert_allclose([e.value for e in events.Scalars("success_rate")], metrics.success_rate, rtol=1e-6)
+    assert [e.step for e in events.Scalars("charts/reward_mean")] == [0, 1]  # CleanRL's namespaces; metrics.csv keeps bare keys
+    np.testing.assert_allclose([e.value for e in events.Scalars("charts/success_rate")], metrics.success_rate, rtol=1e-6)
+    np.testing.assert_allclose([e.value for e in events.Scalars("losses/policy_loss")], metrics.policy_loss, rtol=1e-6)
+    assert {"time/sample", "time/update", "charts/kl_last_step"} <= set(events.Tags()["scalars"])
     assert "property/hhi" in events.Tags()["histograms"]
     assert (run / "policy.pt").exists()
     with pytest.raises(FileExistsError, match="--resume"):

@@ -400,20 +400,13 @@ class DiffusionPolicy(nn.Module):
         )
 
     def sample(self, state: DiffusionState, k, generator: torch.Generator | None = None) -> tuple[DiffusionState, torch.Tensor]:
-        """One reverse step from `state` at step index `k`: the action x_{k-1} and its exact log-prob, shape (B,)."""
+        """One reverse step from `state` at step index `k`: the action x_{k-1} and its exact log-prob, shape (B,).
+
+        Log-probs of given actions and KLs to a reference come from `step_distribution(state, k)`,
+        whose `log_prob` and `kl` are their one definition (the agents' updates use them too)."""
         dist = self.step_distribution(state, k)
         action = dist.sample(generator)
         return action, dist.log_prob(action)
-
-    def log_prob(self, state: DiffusionState, action: DiffusionState, k) -> torch.Tensor:
-        """Exact log-density of `action` under the reverse step at `state`, step index `k`; shape (B,)."""
-        return self.step_distribution(state, k).log_prob(action)
-
-    def kl(self, reference: DiffusionPolicy, state: DiffusionState, k) -> torch.Tensor:
-        """KL(self || reference) of the step at `state`, closed form; the reference gets no gradient."""
-        with torch.no_grad():
-            ref = reference.step_distribution(state, k)
-        return self.step_distribution(state, k).kl(ref)
 
     def denoise(
         self, state: DiffusionState, generator: torch.Generator | None = None, step: Callable[[DiffusionState, int], DiffusionState] | None = None

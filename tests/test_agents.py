@@ -45,7 +45,7 @@ def test_collect_stores_states_log_probs_and_the_env_rewards(prior):
     traj = rollout.trajectories
     assert traj.types.shape[:2] == (T + 1, 8) and traj.log_probs.shape == (T, 8)
     for k in (T, 1):
-        expected = policy.log_prob(traj.state(k), traj.state(k - 1), k)
+        expected = policy.step_distribution(traj.state(k), k).log_prob(traj.state(k - 1))
         torch.testing.assert_close(traj.log_probs[T - k], expected, rtol=1e-5, atol=1e-3)
     decoded = policy.decode(traj.final).to_structures()
     assert [s.composition for s in decoded] == [s.composition for s in rollout.structures]
@@ -61,7 +61,7 @@ def test_step_kls_are_zero_for_the_prior_and_are_each_steps_kl(prior):
         for p in policy.network.parameters():
             p.add_(1e-3 * torch.randn_like(p))
     kls = step_kls(policy, prior, traj, chunk=5)
-    by_step = torch.stack([policy.kl(prior, traj.state(k), k) for k in range(T, 0, -1)]).detach()
+    by_step = torch.stack([policy.step_distribution(traj.state(k), k).kl(prior.step_distribution(traj.state(k), k)) for k in range(T, 0, -1)]).detach()
     assert (kls > 0).all()
     torch.testing.assert_close(kls, by_step, rtol=1e-4, atol=1e-4)
 

@@ -115,11 +115,11 @@ def test_corrector_kl_through_the_policy_is_zero_for_the_prior_and_positive_when
     prior = p.frozen_copy()
     x = state_of(p)
     n = p.episode_length
-    assert torch.allclose(p.kl(prior, x, n), torch.zeros(len(x)), atol=1e-6)
+    assert torch.allclose(p.step_distribution(x, n).kl(prior.step_distribution(x, n)), torch.zeros(len(x)), atol=1e-6)
     with torch.no_grad():
         for w in p.network.parameters():
             w.add_(0.01 * torch.randn_like(w))
-    kl = p.kl(prior, x, n)
+    kl = p.step_distribution(x, n).kl(prior.step_distribution(x, n))
     assert (kl > 0).all() and torch.isfinite(kl).all()
 
 

@@ -103,10 +103,10 @@ def test_policy_sample_log_prob_and_kl_are_consistent():
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         action, logp = policy.sample(state, 20, g)
-        assert torch.allclose(logp, policy.log_prob(state, action, 20))
-        assert torch.allclose(policy.kl(policy.frozen_copy(), state, 20), torch.zeros(4), atol=1e-5)
+        assert torch.allclose(logp, policy.step_distribution(state, 20).log_prob(action))
+        assert torch.allclose(policy.step_distribution(state, 20).kl(policy.frozen_copy().step_distribution(state, 20)), torch.zeros(4), atol=1e-5)
         other = tiny_policy(seed=1)
-        assert (policy.kl(other, state, 20) > 0).all()
+        assert (policy.step_distribution(state, 20).kl(other.step_distribution(state, 20)) > 0).all()
     assert torch.isfinite(logp).all()
     assert (action.frac >= 0).all() and (action.frac < 1).all()
     assert (action.types[~state.mask] == 0).all()
@@ -118,7 +118,7 @@ def test_log_prob_has_gradients_and_the_prior_does_not():
     state = random_state(policy)
     with torch.no_grad():
         action, _ = policy.sample(state, 7)
-    loss = -policy.log_prob(state, action, 7).mean() + policy.kl(prior, state, 7).mean()
+    loss = -policy.step_distribution(state, 7).log_prob(action).mean() + policy.step_distribution(state, 7).kl(prior.step_distribution(state, 7)).mean()
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
     assert all(p.grad is None for p in prior.parameters())
@@ -151,7 +151,7 @@ def test_padding_never_changes_results():
         act_b = DiffusionState(torch.cat([act_a.types, garbage], 1), torch.cat([act_a.frac, garbage], 1), act_a.lattice, b.mask)
         torch.testing.assert_close(da.log_prob(act_a), db.log_prob(act_b))  # garbage in padding is ignored
         other = tiny_policy(seed=3)
-        torch.testing.assert_close(policy.kl(other, a, 10), policy.kl(other, b, 10))
+        torch.testing.assert_close(policy.step_distribution(a, 10).kl(other.step_distribution(a, 10)), policy.step_distribution(b, 10).kl(other.step_distribution(b, 10)))
 
 
 def test_network_invariances():

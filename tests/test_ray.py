@@ -120,7 +120,7 @@ def test_rollout_workers_sample_with_the_learners_current_weights(cluster, tmp_p
     assert len(traj) == 5 and len(structures) == 5 and workers.shares == [3, 2]
     with torch.no_grad():
         for k in (4, 1):
-            expected = policy.log_prob(traj.state(k), traj.state(k - 1), k)
+            expected = policy.step_distribution(traj.state(k), k).log_prob(traj.state(k - 1))
             torch.testing.assert_close(traj.log_probs[4 - k], expected, rtol=1e-4, atol=1e-2)
     again, _ = workers.collect(policy, seeds=[1, 2])
     torch.testing.assert_close(again.frac, traj.frac)  # seeded: the same batch again

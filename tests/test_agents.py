@@ -1,11 +1,10 @@
 import gymnasium as gym
+import latticegym  # noqa: F401  registers the envs
 import numpy as np
 import pytest
 import torch
 from helpers import perovskite, rocksalt
-
-import latticegym  # noqa: F401  registers the envs
-from latticegym.agents.base import normalized_advantages, step_terms, step_kls
+from latticegym.agents.base import normalized_advantages, step_kls, step_terms
 from latticegym.agents.grpo import CHEMELEON2, GRPO, GRPOConfig, group_advantages
 from latticegym.agents.ppo import PPO, PPOConfig
 from latticegym.agents.reinforce import REINFORCE, REINFORCEConfig

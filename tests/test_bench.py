@@ -1,16 +1,18 @@
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_cli import run_cli, run_cli_measured
-
-from latticegym.benchmarks.runner import evals_to, results_markdown
 from latticegym.agents import AGENTS
+from latticegym.benchmarks.runner import evals_to, results_markdown
 from latticegym.benchmarks.suites import SUITES, BenchTask, get_suite
+
+from helpers import run_cli, run_cli_measured
 
 
 def make_agent_config(agent: str):
@@ -188,3 +190,21 @@ def test_only_runs_the_named_tasks_and_still_tabulates_the_whole_suite(tmp_path,
     assert "PerovskiteFormationEnergy/prior/seed0" in md and "No run has finished yet." in md  # the whole suite, listed as not finished
     with pytest.raises(ValueError, match="PerovskiteMagnet is not a task of suite 'quick'"):
         runner.run_suite(get_suite("quick"), runner.SweepConfig(out=str(tmp_path), only=("PerovskiteMagnet",)), progress=False)
+
+
+def test_bench_holds_a_run_until_its_summary_is_written(tmp_path, monkeypatch):
+    from latticegym.benchmarks import runner
+    from latticegym.benchmarks.suites import BenchTask
+
+    run_dir = tmp_path / "run"
+    probe = f"from latticegym.files import RunLock, RunLockedError\ntry:\n    RunLock({str(run_dir)!r}).acquire(); print('free')\nexcept RunLockedError:\n    print('held')"
+    seen = []
+
+    def summarise(*args):  # what a second process finds while the summary is being written
+        seen.append(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip())
+        return {"done": 1}
+
+    monkeypatch.setattr(runner, "summarise_run", summarise)
+    task = BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=4, batch_size=4, steps=3)
+    assert runner.run_one(task, runner.resolve_agent("prior", task), 0, run_dir, runner.SweepConfig(out=str(tmp_path)), {}) == {"done": 1}
+    assert seen == ["held"]

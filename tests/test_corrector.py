@@ -3,17 +3,16 @@
 import math
 
 import gymnasium as gym
+import latticegym
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
-
-import latticegym
 from latticegym.agents import PriorAgent
 from latticegym.agents.ppo import PPO, PPOConfig
 from latticegym.agents.rollout import collect
 from latticegym.policies import load_prior
 from latticegym.policies.diffusion import StepDistribution
+from scipy.stats import norm
 
 T, C = 4, 2
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-from pymatgen.core import Composition, Lattice, Structure
-
+from helpers import diamond, perovskite, rocksalt, triclinic
 from latticegym.crystal import (
     CrystalBatch,
     MatchIndex,
@@ -12,8 +11,7 @@ from latticegym.crystal import (
     unique_indices,
     validity,
 )
-
-from helpers import diamond, perovskite, rocksalt, triclinic
+from pymatgen.core import Composition, Lattice, Structure
 
 
 def test_round_trip_is_exact():

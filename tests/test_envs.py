@@ -1,9 +1,8 @@
 import gymnasium as gym
+import latticegym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-
-import latticegym
 from latticegym.agents import PriorAgent
 from latticegym.envs.denoising import CrystalDenoisingEnv, CrystalDenoisingVectorEnv
 from latticegym.envs.registration import env_ids
@@ -174,3 +173,39 @@ def test_the_single_env_is_the_vector_env_of_one_and_the_last_info_holds_the_rew
     assert reward > 0
     with pytest.raises(RuntimeError, match="call reset"):
         single.step(agent.act(obs))  # the single env does not autoreset
+
+
+def test_render_without_a_mode_says_why():
+    env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=2)
+    env.reset(seed=0)
+    with pytest.warns(UserWarning, match="render_mode='ansi'"):
+        assert env.unwrapped.render() is None
+
+
+def test_env_constructor_and_reset_validate_their_inputs():
+    import latticegym
+
+    with pytest.raises(ValueError, match=r"num_envs must be an integer in \[1, 1e\+09\], got 0"):
+        latticegym.make_vec("LatticeGym/PerovskiteLowHHI-v0", num_envs=0)
+    env = gym.make("LatticeGym/PerovskiteLowHHI-v0", num_steps=2)
+    with pytest.raises(ValueError, match=r"options\['num_atoms'\] must be an integer"):
+        env.reset(options={"num_atoms": "5"})
+
+
+def test_rewards_and_actions_are_validated():
+    import gymnasium as gym
+    from latticegym.agents import PriorAgent
+    from latticegym.rewards.base import RewardResult
+
+    env = gym.make("LatticeGym/Custom-v0", prior="perov_5", reward=lambda s: RewardResult(np.zeros(len(s) + 1)), num_steps=1)
+    obs, _ = env.reset(seed=0)
+    agent = PriorAgent(env.unwrapped.policy, 0)
+    with pytest.raises(ValueError, match="returned 2 values"):
+        env.step(agent.act(obs))
+    obs, _ = env.reset(seed=0)
+    action = agent.act(obs)
+    action["lattice"] = action["lattice"] + 1j
+    with pytest.raises(ValueError, match=r"action\[.lattice.\] has dtype complex64; expected real numbers"):
+        env.step(action)
+    with pytest.raises(ValueError, match="one real number per crystal"):
+        RewardResult(np.array([1 + 2j]))

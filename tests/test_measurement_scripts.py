@@ -1,7 +1,6 @@
 """The measurement scripts of `benchmarks/` run and print their figures (the figures themselves are not asserted)."""
 
 import pytest
-
 from latticegym.benchmarks import sampling_throughput, throughput
 
 

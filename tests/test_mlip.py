@@ -1,19 +1,25 @@
 """Real CHGNet (weights from its wheel) behind the reward modules."""
 
+import json
+
 import numpy as np
 import pytest
-from pymatgen.core import Lattice, Structure
-
+from helpers import perovskite, rocksalt
 from latticegym.rewards.cache import Cached
 from latticegym.rewards.composite import CompositeReward, Guards, Objective
 from latticegym.rewards.filters import DiversityFilter
 from latticegym.rewards.library import diamond
 from latticegym.rewards.mlip import MLIP, MLIPError
-from latticegym.rewards.properties import BulkModulus, EnergyAboveReference, EnergyPerAtom, FormationEnergy, MagneticDensity
+from latticegym.rewards.properties import (
+    BulkModulus,
+    EnergyAboveReference,
+    EnergyPerAtom,
+    FormationEnergy,
+    MagneticDensity,
+)
 from latticegym.rewards.references import elemental_references
 from latticegym.rewards.stability import ConvexHull, EHull, SUNFilter
-
-from helpers import perovskite, rocksalt
+from pymatgen.core import Lattice, Structure
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -156,3 +162,26 @@ def test_guards_run_on_the_crystal_chgnet_relaxed(mlip):
     assert not strict.ok[0] and "the relaxed crystal fails a guard" in strict.reasons[0] and "crushed" in strict.reasons[0]
     default = CompositeReward([Objective(source)])([stretched])
     assert default.ok[0] and default.properties["formation_energy"][0] < -2.5
+
+
+def test_a_matgl_directory_naming_another_class_is_refused_before_anything_runs(tmp_path):
+    from latticegym.rewards.mlip import MLIP, MLIPError
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"@module": "matgl.apps.pes", "@class": "Potential", "@model_version": 1}))
+    torch.save({"model": {"@module": "subprocess", "@class": "Popen", "init_args": {"args": ["touch", str(tmp_path / "marker")]}}}, model / "model.pt")
+    torch.save({}, model / "state.pt")
+    with pytest.raises(MLIPError, match=r"names classes outside matgl \(subprocess.Popen\)"):
+        MLIP(model=str(model))
+    assert not (tmp_path / "marker").exists()
+
+
+def test_an_mlip_refuses_cells_that_would_exhaust_memory():
+    from latticegym.rewards.properties import MagneticDensity
+
+    crushed = Structure(Lattice.cubic(1.5), ["Fe", "Co", "O", "O", "O"], perovskite().frac_coords)
+    big = perovskite().copy()
+    big.make_supercell([5, 5, 5])  # 625 atoms
+    result = MagneticDensity(max_pressure_gpa=None)([crushed, big])  # a source outside any guarded reward
+    assert "crushed cell" in result.reasons[0] and "625 atoms" in result.reasons[1]

@@ -3,15 +3,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
-
+from helpers import perovskite
 from latticegym.crystal import CrystalBatch
 from latticegym.policies.checkpoint import load_policy, save_policy
-from latticegym.policies.diffusion import DiffusionPolicy, DiffusionState, PriorSpec, StepDistribution
+from latticegym.policies.diffusion import (
+    DiffusionPolicy,
+    DiffusionState,
+    PriorSpec,
+    StepDistribution,
+)
 from latticegym.policies.network import DenoiserConfig
-from latticegym.policies.noise import Schedules, score_second_moment, wrapped_normal_log_prob
-
-from helpers import perovskite
+from latticegym.policies.noise import (
+    Schedules,
+    score_second_moment,
+    wrapped_normal_log_prob,
+)
+from scipy.stats import norm
 
 
 def tiny_policy(seed=0, num_steps=20) -> DiffusionPolicy:

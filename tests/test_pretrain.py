@@ -1,16 +1,14 @@
 import json
+
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from latticegym.cli import main
-from latticegym.datasets import read_csv, write_csv
-from latticegym.policies.checkpoint import load_policy
-from latticegym.policies import pretrain as pretrain_module
-from latticegym.datasets import training_data
-from latticegym.policies.pretrain import PretrainConfig, default_name, pretrain
-
 from helpers import perovskite
+from latticegym.cli import main
+from latticegym.datasets import read_csv, training_data, write_csv
+from latticegym.policies import pretrain as pretrain_module
+from latticegym.policies.checkpoint import load_policy
+from latticegym.policies.pretrain import PretrainConfig, default_name, pretrain
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 @pytest.fixture
@@ -124,3 +122,10 @@ def test_prior_quality_scores_a_prior_and_the_real_ceiling_against_the_held_out_
 def test_a_prior_is_named_for_its_dataset_not_its_split_file():
     assert default_name("../shared/data/perov_5_val.csv.gz") == "perov_5"
     assert default_name("carbon_24_train.csv") == "carbon_24" and default_name("my_set.csv") == "my_set"
+
+
+def test_pretrain_on_unusable_data_says_how_many_rows_and_why(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("material_id,cif\na,not a cif\nb,\nc,also not\n")
+    with pytest.raises(ValueError, match=r"no usable crystals .*3 rows rejected"):
+        pretrain(PretrainConfig(data=str(bad), out=str(tmp_path / "out"), epochs=1), progress=False)

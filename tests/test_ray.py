@@ -15,7 +15,6 @@ from latticegym.rewards.library import formation_energy  # noqa: E402
 from latticegym.rewards.parallel import RaySource, connect, distribute  # noqa: E402
 from latticegym.rewards.properties import EnergyPerAtom  # noqa: E402
 
-
 # Actors import classes by module name; this test module is not importable there, so ship it by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -107,7 +106,6 @@ def test_distribute_keeps_the_cache_in_the_driver(cluster):
 
 def test_rollout_workers_sample_with_the_learners_current_weights(cluster, tmp_path):
     import torch
-
     from latticegym.agents.distributed import RolloutWorkers
     from latticegym.policies import load_prior
 
@@ -130,7 +128,6 @@ def test_rollout_workers_sample_with_the_learners_current_weights(cluster, tmp_p
 @pytest.mark.slow
 def test_training_with_rollout_workers_and_ray_rewards(cluster, tmp_path):
     import pandas as pd
-
     from latticegym.agents.trainer import TrainConfig, Trainer
 
     cfg = TrainConfig(env_id="LatticeGym/PerovskiteFormationEnergy-v0", iterations=2, batch_size=6, steps=10, out=str(tmp_path), rollout_workers=1, ray_address="local")

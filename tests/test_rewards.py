@@ -1,17 +1,24 @@
+import json
+
 import numpy as np
 import pytest
-from pymatgen.analysis.hhi import HHIModel
-from pymatgen.core import Lattice, Structure
-
+from helpers import diamond, perovskite, rocksalt
 from latticegym.rewards import registry
 from latticegym.rewards.base import PropertySource, Reward, RewardResult
 from latticegym.rewards.cache import Cached
 from latticegym.rewards.composite import CompositeReward, Guards, Objective
 from latticegym.rewards.filters import DiversityFilter
 from latticegym.rewards.properties import HHI, Density
-from latticegym.rewards.shaping import Ascending, Descending, Target, Threshold, Window, combine
-
-from helpers import diamond, perovskite, rocksalt
+from latticegym.rewards.shaping import (
+    Ascending,
+    Descending,
+    Target,
+    Threshold,
+    Window,
+    combine,
+)
+from pymatgen.analysis.hhi import HHIModel
+from pymatgen.core import Lattice, Structure
 
 
 def bad_crystals() -> dict[str, Structure]:
@@ -215,3 +222,16 @@ def test_a_relaxed_crystal_must_pass_the_guards_too():
     assert relaxing.evaluations == 1  # the relaxation was spent, and counted
     unguarded = EnergyPerAtom(ExpandingMLIP(), relax=True)([perovskite()])  # a bare source reads what it relaxed
     assert unguarded.values[0] == -1.0
+
+
+def test_the_reference_cache_never_overrides_shipped_energies(tmp_path, monkeypatch):
+    from latticegym.rewards.properties import FormationEnergy
+
+    monkeypatch.setenv("LATTICEGYM_CACHE", str(tmp_path))
+    (tmp_path / "references").mkdir()
+    honest = FormationEnergy()([perovskite()]).values[0]
+    (tmp_path / "references" / "chgnet.json").write_text(json.dumps({"O": 5.0, "Sr": 0.0}))
+    assert FormationEnergy()([perovskite()]).values[0] == pytest.approx(honest)
+    (tmp_path / "references" / "chgnet.json").write_text('{"O": 5.')  # truncated
+    assert FormationEnergy()([perovskite()]).values[0] == pytest.approx(honest)
+    assert FormationEnergy(references={"Sr": 0.0, "Ti": 0.0, "O": 0.0})([perovskite()]).values[0] != pytest.approx(honest)  # explicit overrides work

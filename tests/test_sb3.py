@@ -1,13 +1,12 @@
 import gymnasium as gym
+import latticegym  # noqa: F401
 import numpy as np
 import pytest
 import torch
-from stable_baselines3 import PPO
-
-import latticegym  # noqa: F401
 from latticegym.agents.sb3 import DiffusionActorCriticPolicy
-from latticegym.rewards.base import RewardResult
 from latticegym.envs.wrappers import FlattenAction
+from latticegym.rewards.base import RewardResult
+from stable_baselines3 import PPO
 
 
 def make_env():

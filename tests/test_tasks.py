@@ -7,19 +7,17 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
+import latticegym
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-import latticegym
 from latticegym.agents import PriorAgent
 from latticegym.agents.trainer import Trainer
 from latticegym.cli import main
 from latticegym.envs.tasks import TASKS
 from latticegym.files import load_checkpoint
 from latticegym.policies.pretrain import pretrain
-
 from test_pretrain import _config, tiny_data  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

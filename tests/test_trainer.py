@@ -1,3 +1,4 @@
+import gzip
 import os
 import signal
 import subprocess
@@ -9,16 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from latticegym.agents import TrainConfig, Trainer, make_agent
-from latticegym.datasets import read_csv
+from helpers import QUICK, TINY, cli, perovskite
+from latticegym.agents import Trainer, make_agent
+from latticegym.agents.trainer import CHECKPOINT
+from latticegym.cli import main
+from latticegym.datasets import read_csv, write_csv
+from latticegym.files import load_checkpoint
+from latticegym.policies import load_policy, load_prior, save_policy
 from latticegym.rewards.cache import Cached
 from latticegym.rewards.filters import DiversityFilter
 from latticegym.rewards.properties import HHI
+from pymatgen.core import Lattice, Structure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REQUIRED = ["iteration", "evaluations", "reward_mean", "reward_max", "success_rate", "validity", "uniqueness", "novelty", "kl", "t_sample", "t_reward", "t_update"]
-TINY = TrainConfig(env_id="LatticeGym/PerovskiteLowHHI-v0", iterations=2, batch_size=6, steps=10, seed=0)
 
 
 def test_a_run_writes_metrics_best_evaluated_and_tensorboard(tmp_path):
@@ -139,3 +144,105 @@ def test_mlip_rewards_score_inside_training(tmp_path):
     Trainer(replace(TINY, env_id="LatticeGym/PerovskiteFormationEnergy-v0", out=str(tmp_path), iterations=1, steps=20)).run(progress=False)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert metrics.ok_rate.iloc[0] > 0.5 and np.isfinite(metrics.formation_energy_mean.iloc[0])
+
+
+def test_resume_rewrites_policy_pt_and_clears_stale_temporaries(tmp_path):
+    run = tmp_path / "run"
+    Trainer(replace(QUICK, out=str(run), iterations=1)).run(progress=False)
+    expected = load_checkpoint(run / CHECKPOINT)["policy"]
+    (run / "policy.pt").write_bytes(b"stale")
+    (run / "policy.pt.tmp").write_bytes(b"")
+    Trainer(replace(QUICK, out=str(run), iterations=1)).run(resume=True, progress=False)
+    assert not (run / "policy.pt.tmp").exists()
+    saved = load_checkpoint(run / "policy.pt")["state_dict"]
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
+
+
+def test_ctrl_c_prints_where_the_run_stopped_and_how_to_resume(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def step(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    real_step = Trainer.step
+    monkeypatch.setattr(Trainer, "step", step)
+    out = tmp_path / "run"
+    code = main(["train", "--env", QUICK.env_id, "--iterations", "3", "--batch-size", "4", "--steps", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted in iteration 1" in err and "--resume" in err and "Traceback" not in err
+
+
+def test_non_finite_training_stops_before_saving(tmp_path, monkeypatch):
+    trainer = Trainer(replace(QUICK, out=str(tmp_path), iterations=3))
+    real_update = trainer.agent.update
+
+    def poisoned(rollout, iteration):
+        stats = real_update(rollout, iteration)
+        if iteration == 1:
+            with torch.no_grad():
+                next(trainer.policy.parameters()).fill_(float("nan"))
+        return stats
+
+    trainer.agent.update = poisoned
+    with pytest.raises(FloatingPointError, match="iteration 1: .*NaN.*holds iteration 0"):
+        trainer.run(progress=False)
+    assert load_checkpoint(tmp_path / CHECKPOINT)["iteration"] == 1
+    load_policy(tmp_path / "policy.pt")  # still the finite policy of iteration 0
+
+
+def test_non_finite_policies_are_never_written_or_sampled(tmp_path, capsys):
+    policy = load_prior("perov_5", num_steps=2)
+    with torch.no_grad():
+        next(policy.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="non-finite weights"):
+        save_policy(policy, tmp_path / "nan.pt")
+    payload = load_checkpoint(load_prior.__globals__["SHIPPED"] / "perov_5.pt")
+    first = next(iter(payload["state_dict"]))
+    payload["state_dict"][first] = torch.full_like(payload["state_dict"][first], float("nan"))
+    torch.save(payload, tmp_path / "nan.pt")
+    assert main(["sample", "--prior", str(tmp_path / "nan.pt"), "--num", "2", "--out", str(tmp_path / "s.csv")]) == 1
+    assert "non-finite weights" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+
+
+def test_a_reference_without_readable_rows_is_refused(tmp_path):
+    ref = tmp_path / "ref.csv.gz"
+    with gzip.open(ref, "wt") as handle:
+        handle.write("material_id,cif\na,garbage\n")
+    with pytest.raises(ValueError, match="no readable crystals"):
+        Trainer(replace(QUICK, out=str(tmp_path / "run"), novelty_reference=str(ref)))
+
+
+def test_resume_accepts_the_same_reference_at_another_path_only(tmp_path):
+    # A run moved between machines finds its data elsewhere; different data is still refused.
+    first, moved, other = tmp_path / "a.csv", tmp_path / "moved" / "a.csv", tmp_path / "b.csv"
+    moved.parent.mkdir()
+    barium = perovskite()
+    barium.replace_species({"Sr": "Ba"})
+    for path, s in ((first, perovskite()), (moved, perovskite()), (other, barium)):
+        path.write_text(f"material_id,cif\nx,\"{s.to(fmt='cif')}\"\n")
+    Trainer(replace(QUICK, out=str(tmp_path / "run"), iterations=1, novelty_reference=str(first))).run(progress=False)
+    Trainer(replace(QUICK, out=str(tmp_path / "run"), novelty_reference=str(moved))).run(resume=True, progress=False)
+    with pytest.raises(ValueError, match="novelty_reference"):
+        Trainer(replace(QUICK, out=str(tmp_path / "run"), iterations=3, novelty_reference=str(other))).run(resume=True, progress=False)
+
+
+def test_a_reference_of_another_chemistry_is_refused(tmp_path):
+    carbon = write_csv([Structure(Lattice.cubic(3.567), ["C"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])], tmp_path / "carbon.csv")
+    done, _ = cli(tmp_path, "train", "--env", "PerovskiteLowHHI", "--iterations", "1", "--batch-size", "2", "--steps", "3", "--out", "r", "--reference", str(carbon))
+    assert done.returncode == 1 and "hold elements the prior never generates" in done.stderr
+
+
+def test_ctrl_c_before_the_first_iteration_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
+    from latticegym.agents.trainer import Trainer
+    from latticegym.cli import main
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "step", interrupted)
+    assert main(["train", "--env", "PerovskiteLowHHI", "--batch-size", "2", "--steps", "3", "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "nothing was saved: run the command again (without --resume)" in err and "--resume` continues" not in err

@@ -5,34 +5,16 @@ Each CLI row runs `latticegym` in a fresh process and reads its peak resident me
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from pymatgen.core import Lattice, Structure
-
-from helpers import perovskite
-from test_cli import PEAK_RSS
-
+from helpers import cli, perovskite
 from latticegym.crystal import structure_to_cif
-from latticegym.datasets import write_csv
 from latticegym.files import atomic_save, load_checkpoint
+from pymatgen.core import Lattice, Structure
 
 FOUR_GB = 4 * 1024**2  # kB
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def cli(tmp: Path, *args: str, env: dict | None = None, ulimit_kb: int | None = None) -> tuple[subprocess.CompletedProcess, int]:
-    """Run `latticegym ARGS` in `tmp`; the result and its peak RSS in kB."""
-    command = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "latticegym.cli", *args]
-    limit = (lambda: __import__("resource").setrlimit(__import__("resource").RLIMIT_FSIZE, (ulimit_kb * 1024, ulimit_kb * 1024))) if ulimit_kb else None
-    done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {}), "OMP_NUM_THREADS": "1"}, preexec_fn=limit)
-    lines = done.stdout.strip().splitlines()
-    return done, int(lines[-1]) if lines and lines[-1].isdigit() else 0
 
 
 def _csv(tmp: Path, name: str, cifs: list[str]) -> Path:
@@ -117,110 +99,3 @@ def test_evaluate_counts_an_unknown_element_as_invalid_and_survives_a_broken_cac
     assert done.returncode == 0 and "ignoring the cache file" in done.stderr and "struct_validity" in done.stdout
     done, _ = cli(tmp_path, "evaluate", "--samples", str(samples), "--reference", str(samples), "--dataset", "perov_5", env={"LATTICEGYM_CACHE": "/dev/null/cache"})
     assert done.returncode == 0 and "could not be written" in done.stderr and "struct_validity" in done.stdout  # an unwritable cache
-
-
-def test_a_matgl_directory_naming_another_class_is_refused_before_anything_runs(tmp_path):
-    from latticegym.rewards.mlip import MLIP, MLIPError
-
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "model.json").write_text(json.dumps({"@module": "matgl.apps.pes", "@class": "Potential", "@model_version": 1}))
-    torch.save({"model": {"@module": "subprocess", "@class": "Popen", "init_args": {"args": ["touch", str(tmp_path / "marker")]}}}, model / "model.pt")
-    torch.save({}, model / "state.pt")
-    with pytest.raises(MLIPError, match=r"names classes outside matgl \(subprocess.Popen\)"):
-        MLIP(model=str(model))
-    assert not (tmp_path / "marker").exists()
-
-
-def test_a_checkpoint_structure_that_names_a_class_is_refused_on_resume(tmp_path):
-    run = tmp_path / "run"
-    done, _ = cli(tmp_path, "train", "--env", "PerovskiteLowHHI", "--iterations", "1", "--batch-size", "6", "--steps", "10", "--out", str(run))
-    assert done.returncode == 0, done.stderr[-2000:]
-    state = load_checkpoint(run / "checkpoint.pt")
-    saved = json.loads(state["best"][0]["structure"]["__structure__"])
-    saved["sites"][0]["properties"] = {"x": {"@module": "this", "@class": "y"}}
-    state["best"][0]["structure"]["__structure__"] = json.dumps(saved)
-    atomic_save(state, run / "checkpoint.pt")
-    done, _ = cli(tmp_path, "train", "--out", str(run), "--resume", "--iterations", "2")
-    assert done.returncode == 1 and "names a class" in done.stderr
-    assert "Beautiful is better than ugly" not in done.stdout + done.stderr  # `import this` never ran
-
-
-def test_the_reference_cache_never_overrides_shipped_energies(tmp_path, monkeypatch):
-    from latticegym.rewards.properties import FormationEnergy
-
-    monkeypatch.setenv("LATTICEGYM_CACHE", str(tmp_path))
-    (tmp_path / "references").mkdir()
-    honest = FormationEnergy()([perovskite()]).values[0]
-    (tmp_path / "references" / "chgnet.json").write_text(json.dumps({"O": 5.0, "Sr": 0.0}))
-    assert FormationEnergy()([perovskite()]).values[0] == pytest.approx(honest)
-    (tmp_path / "references" / "chgnet.json").write_text('{"O": 5.')  # truncated
-    assert FormationEnergy()([perovskite()]).values[0] == pytest.approx(honest)
-    assert FormationEnergy(references={"Sr": 0.0, "Ti": 0.0, "O": 0.0})([perovskite()]).values[0] != pytest.approx(honest)  # explicit overrides work
-
-
-def test_rewards_and_actions_are_validated():
-    import gymnasium as gym
-
-    from latticegym.agents import PriorAgent
-    from latticegym.rewards.base import RewardResult
-
-    env = gym.make("LatticeGym/Custom-v0", prior="perov_5", reward=lambda s: RewardResult(np.zeros(len(s) + 1)), num_steps=1)
-    obs, _ = env.reset(seed=0)
-    agent = PriorAgent(env.unwrapped.policy, 0)
-    with pytest.raises(ValueError, match="returned 2 values"):
-        env.step(agent.act(obs))
-    obs, _ = env.reset(seed=0)
-    action = agent.act(obs)
-    action["lattice"] = action["lattice"] + 1j
-    with pytest.raises(ValueError, match=r"action\[.lattice.\] has dtype complex64; expected real numbers"):
-        env.step(action)
-    with pytest.raises(ValueError, match="one real number per crystal"):
-        RewardResult(np.array([1 + 2j]))
-
-
-def test_an_mlip_refuses_cells_that_would_exhaust_memory():
-    from latticegym.rewards.properties import MagneticDensity
-
-    crushed = Structure(Lattice.cubic(1.5), ["Fe", "Co", "O", "O", "O"], perovskite().frac_coords)
-    big = perovskite().copy()
-    big.make_supercell([5, 5, 5])  # 625 atoms
-    result = MagneticDensity(max_pressure_gpa=None)([crushed, big])  # a source outside any guarded reward
-    assert "crushed cell" in result.reasons[0] and "625 atoms" in result.reasons[1]
-
-
-def test_a_reference_of_another_chemistry_is_refused(tmp_path):
-    carbon = write_csv([Structure(Lattice.cubic(3.567), ["C"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]])], tmp_path / "carbon.csv")
-    done, _ = cli(tmp_path, "train", "--env", "PerovskiteLowHHI", "--iterations", "1", "--batch-size", "2", "--steps", "3", "--out", "r", "--reference", str(carbon))
-    assert done.returncode == 1 and "hold elements the prior never generates" in done.stderr
-
-
-def test_bench_holds_a_run_until_its_summary_is_written(tmp_path, monkeypatch):
-    from latticegym.benchmarks import runner
-    from latticegym.benchmarks.suites import BenchTask
-
-    run_dir = tmp_path / "run"
-    probe = f"from latticegym.files import RunLock, RunLockedError\ntry:\n    RunLock({str(run_dir)!r}).acquire(); print('free')\nexcept RunLockedError:\n    print('held')"
-    seen = []
-
-    def summarise(*args):  # what a second process finds while the summary is being written
-        seen.append(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip())
-        return {"done": 1}
-
-    monkeypatch.setattr(runner, "summarise_run", summarise)
-    task = BenchTask("LatticeGym/PerovskiteLowHHI-v0", budget=4, batch_size=4, steps=3)
-    assert runner.run_one(task, runner.resolve_agent("prior", task), 0, run_dir, runner.SweepConfig(out=str(tmp_path)), {}) == {"done": 1}
-    assert seen == ["held"]
-
-
-def test_ctrl_c_before_the_first_iteration_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
-    from latticegym.agents.trainer import Trainer
-    from latticegym.cli import main
-
-    def interrupted(self):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "step", interrupted)
-    assert main(["train", "--env", "PerovskiteLowHHI", "--batch-size", "2", "--steps", "3", "--out", str(tmp_path / "r")]) == 130
-    err = capsys.readouterr().err
-    assert "nothing was saved: run the command again (without --resume)" in err and "--resume` continues" not in err

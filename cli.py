@@ -190,7 +190,7 @@ def _label(reward) -> str:
 
 def print_guards(tasks) -> None:
     """Each family's guards with their thresholds and the share of real crystals and prior samples they refuse."""
-    from .benchmarks.guard_thresholds import shares
+    from .benchmarks.measure.guard_thresholds import shares
     from .rewards.composite import Guards
 
     measured = shares()
@@ -199,7 +199,7 @@ def print_guards(tasks) -> None:
         if t.cost != "yours":  # a task of your own has the guards its reward sets
             families.setdefault(t.prior, []).append(t)
     print("\nGuards, before any property is computed; refused: share of the prior's real crystals / of 256 of its samples")
-    print("(`python -m latticegym.benchmarks.guard_thresholds`):")
+    print("(`python -m latticegym.benchmarks.measure.guard_thresholds`):")
     for prior, members in families.items():
         guards = Guards(**members[0].reward_kwargs.get("guards", {}))
         print(f"{prior} tasks ({', '.join(t.name for t in members)}):")

@@ -21,7 +21,7 @@ MIN_DISTANCE = 0.5  # Å, CDVAE's structural-validity cutoff
 # Densest crystals in the shared data: 0.139 (perov_5) and 0.184 (carbon_24, at 10 GPa) atoms/Å^3;
 # anything above this bound (a 36% margin) is a crushed cell, not a solid.
 MAX_ATOMS_PER_A3 = 0.25
-# Geometry guards, set from the shared data by `python -m latticegym.benchmarks.guard_thresholds`
+# Geometry guards, set from the shared data by `python -m latticegym.benchmarks.measure.guard_thresholds`
 # (real crystals: perov_5 3,787, carbon_24 2,032; the script prints the share each bound rejects):
 # - closest contact d / (r_i + r_j), Cordero covalent radii: lowest 0.667 (perov_5), 0.834 (carbon_24);
 MIN_CONTACT_RATIO = 0.6

@@ -1,1 +1,1 @@
-"""Generation metrics, task suites and benchmark scripts."""
+"""The benchmark library: generation metrics, task suites, the comparison runner and plots; the measurement scripts are in `measure/`."""

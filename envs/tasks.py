@@ -11,7 +11,7 @@ import numpy as np
 from ..targets import BAND_GAP_WINDOW, LOW_HHI
 
 COST_CHEAP, COST_SINGLE_POINT, COST_RELAXATION = "cheap", "MLIP single-point", "MLIP relaxation"
-# Each family's chemistry, from the data its prior learned (`python -m latticegym.benchmarks.guard_thresholds`):
+# Each family's chemistry, from the data its prior learned (`python -m latticegym.benchmarks.measure.guard_thresholds`):
 # - perov_5 is ABX3 with X = N, O or F (the most electronegative element of all 3,787 crystals), at 60% of
 #   the atoms (3,233 crystals) or 40% (554, a second anion such as S or Te); a perovskite task keeps
 #   them at 40-60%, which also refuses all-metal alloys that SMACT's alloy rule passes; the densest

@@ -45,7 +45,7 @@ class Guards:
     """Checks before any property is computed; a crystal that fails one is a failure with a reason.
 
     Every geometry guard is on by default, its threshold set from the shared data (see the constants in
-    `crystal` and `python -m latticegym.benchmarks.guard_thresholds`):
+    `crystal` and `python -m latticegym.benchmarks.measure.guard_thresholds`):
     - `structural_validity`: CDVAE's check (atoms >= 0.5 Å apart, a sound cell);
     - `max_cell_edge`: MatInvent's bound on the cell as given;
     - `max_atoms_per_a3` / `min_atoms_per_a3`: neither crushed nor expanded;

@@ -184,7 +184,7 @@ class MagneticDensity(MLIPSource):
     crystals the pressure spans -13.6 to 4.4 GPa (1st-99th percentile; largest |P| 14.8), on 64 prior
     samples -18.1 to 23.0 GPa (largest 23.7), while ScCoO2F crushed to 0.6 and 0.4 of its volume is
     at 172 and 494 GPa
-    (`python -m latticegym.benchmarks.pressure`).
+    (`python -m latticegym.benchmarks.measure.pressure`).
     `relax=True` instead reads the moments on the CHGNet-relaxed cell. None disables the bound.
     """
 

@@ -4,8 +4,8 @@ import pytest
 
 from conftest import shared_file
 
-from latticegym.benchmarks import adversarial, guard_thresholds
-from latticegym.benchmarks.adversarial import catalogue, crushed, on_perovskite_sites
+from latticegym.benchmarks.measure import adversarial, guard_thresholds
+from latticegym.benchmarks.measure.adversarial import catalogue, crushed, on_perovskite_sites
 from latticegym.datasets import read_csv
 from latticegym.envs.tasks import TASKS, get_task
 from latticegym.rewards.composite import Guards
@@ -114,7 +114,7 @@ def test_a_real_magnet_is_not_caught_by_the_pressure_guard():
 def test_the_recorded_shares_describe_the_guards_in_force():
     recorded = guard_thresholds.shares()
     for family_name in FAMILY_TASK:
-        assert recorded[family_name]["guards"] == guards_of(family_name).describe(), "rerun python -m latticegym.benchmarks.guard_thresholds --write"
+        assert recorded[family_name]["guards"] == guards_of(family_name).describe(), "rerun python -m latticegym.benchmarks.measure.guard_thresholds --write"
 
 
 @pytest.mark.parametrize("family_name", list(FAMILY_TASK))

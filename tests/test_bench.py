@@ -104,7 +104,7 @@ def test_experimental_tasks_stay_out_of_the_standard_suite():
 
 
 def test_tuning_gives_every_agent_the_same_runs_on_an_unreported_task():
-    from latticegym.benchmarks.tuning import TUNING, TuningPlan, check_plan
+    from latticegym.benchmarks.measure.tuning import TUNING, TuningPlan, check_plan
 
     check_plan(TUNING)
     assert {len(TUNING.variants(a)) for a in TUNING.grids} == {4}
@@ -118,7 +118,7 @@ def test_tuning_gives_every_agent_the_same_runs_on_an_unreported_task():
 
 def test_tuning_runs_each_setting_once_and_tabulates_it(tmp_path):
     from latticegym.benchmarks.runner import SweepConfig
-    from latticegym.benchmarks.tuning import TuningPlan, run_tuning
+    from latticegym.benchmarks.measure.tuning import TuningPlan, run_tuning
 
     tiny = BenchTask("LatticeGym/PerovskiteBandGap-v0", budget=8, batch_size=4, steps=3, hull_references=5, policy_samples=4)
     plan = TuningPlan(tiny, {"reinforce": {"lr": (1e-4, 3e-4)}})
@@ -135,7 +135,7 @@ def test_shipped_defaults_are_the_settings_the_tuning_table_chose():
     table = (Path(__file__).parents[1] / "docs" / "standard_suite" / "tuning.md").read_text()
     chosen = dict(re.findall(r"^## (\w+)\n(?:.*\n)*?Chosen: (.*)\.$", table, flags=re.M))
     from latticegym.benchmarks.suites import VARIANTS
-    from latticegym.benchmarks.tuning import SHIPPED_AS, TUNING, label
+    from latticegym.benchmarks.measure.tuning import SHIPPED_AS, TUNING, label
 
     assert set(chosen) == set(TUNING.grids), "every agent's tuning must be finished and recorded"
     for agent, setting in chosen.items():
@@ -148,7 +148,7 @@ def test_shipped_defaults_are_the_settings_the_tuning_table_chose():
 
 
 def test_tuning_chooses_by_yield_then_success_then_the_default():
-    from latticegym.benchmarks.tuning import TuningPlan, choose, label
+    from latticegym.benchmarks.measure.tuning import TuningPlan, choose, label
 
     plan = TuningPlan(BenchTask("LatticeGym/PerovskiteBandGap-v0", budget=64), {"ppo": {"lr": (3e-4, 1e-3), "kl_coef": (0.01, 0.001)}})
     variants = plan.variants("ppo")

@@ -1,7 +1,7 @@
 """The measurement scripts of `benchmarks/` run and print their figures (the figures themselves are not asserted)."""
 
 import pytest
-from latticegym.benchmarks import sampling_throughput, throughput
+from latticegym.benchmarks.measure import sampling_throughput, throughput
 
 
 def test_sampling_throughput_prints_a_table(capsys):
@@ -20,7 +20,7 @@ def test_throughput_prints_overhead_and_reward_ratios(capsys):
 
 
 def test_the_screen_cost_benchmark_prints_both_screens(perov_path, capsys):
-    from latticegym.benchmarks.screen_cost import main
+    from latticegym.benchmarks.measure.screen_cost import main
 
     main(["--crystals", "3", "--steps", "8", "--hull-references", "20", "--data", str(perov_path.parent)])
     out = capsys.readouterr().out
@@ -28,7 +28,7 @@ def test_the_screen_cost_benchmark_prints_both_screens(perov_path, capsys):
 
 
 def test_the_threads_benchmark_prints_ratios_idle_and_loaded(capsys):
-    from latticegym.benchmarks import threads
+    from latticegym.benchmarks.measure import threads
 
     threads.main(["--threads", "1", "--load", "1", "--repeats", "1", "--steps", "3"])
     lines = capsys.readouterr().out.splitlines()
@@ -36,7 +36,7 @@ def test_the_threads_benchmark_prints_ratios_idle_and_loaded(capsys):
 
 
 def test_the_last_step_benchmark_compares_each_std(capsys):
-    from latticegym.benchmarks import last_step
+    from latticegym.benchmarks.measure import last_step
 
     last_step.main(["--num", "4", "--steps", "3", "--stds", "1.0,0.1"])
     out = capsys.readouterr().out
@@ -45,7 +45,7 @@ def test_the_last_step_benchmark_compares_each_std(capsys):
 
 @pytest.mark.slow
 def test_the_prior_quality_benchmark_prints_the_generation_metrics(perov_path, capsys):
-    from latticegym.benchmarks import prior_quality
+    from latticegym.benchmarks.measure import prior_quality
 
     prior_quality.main(["--prior", "perov_5", "--data", str(perov_path), "--num", "6", "--steps", "3"])
     lines = capsys.readouterr().out.splitlines()
@@ -53,21 +53,21 @@ def test_the_prior_quality_benchmark_prints_the_generation_metrics(perov_path, c
 
 
 def test_the_pressure_benchmark_compares_real_and_sampled_crystals(perov_path, capsys):
-    from latticegym.benchmarks import pressure
+    from latticegym.benchmarks.measure import pressure
 
     pressure.main(["--data", str(perov_path), "--num", "2"])
     assert "GPa" in capsys.readouterr().out
 
 
 def test_the_reward_cost_benchmark_prints_seconds_per_crystal(perov_path, capsys):
-    from latticegym.benchmarks import reward_cost
+    from latticegym.benchmarks.measure import reward_cost
 
     reward_cost.main(["--tasks", "PerovskiteLowHHI", "--batches", "2", "--data", str(perov_path.parent)])
     assert "PerovskiteLowHHI" in capsys.readouterr().out
 
 
 def test_the_guard_thresholds_script_measures_every_family(perov_path, capsys):
-    from latticegym.benchmarks import guard_thresholds
+    from latticegym.benchmarks.measure import guard_thresholds
 
     guard_thresholds.main(["--data-dir", str(perov_path.parent), "--samples", "2"])
     out = capsys.readouterr().out

@@ -148,7 +148,7 @@ def test_elements_chgnet_does_not_cover_are_named(mlip):
 
 
 def test_a_formation_energy_call_on_256_real_perovskites_stays_under_3_gb(perov_path):
-    from latticegym.benchmarks.reward_cost import measure
+    from latticegym.benchmarks.measure.reward_cost import measure
 
     figures = measure("PerovskiteFormationEnergy", 256, str(perov_path.parent))
     assert figures.get("ok", 0) > 0.9, figures

@@ -215,7 +215,7 @@ def test_last_step_keeps_a_tenth_of_the_noise_it_removes():
 
 def test_shipped_perov_prior_samples_square_cubic_cells():
     # Every perov_5 cell is cubic; re-adding sqrt(beta_1) of noise on the last step skewed them by ~0.6 degrees.
-    from latticegym.benchmarks.last_step import cell_shape
+    from latticegym.benchmarks.measure.last_step import cell_shape
     from latticegym.policies import load_prior
 
     def median_skew(last_step_std):

@@ -106,7 +106,7 @@ def test_sample_unknown_prior_is_a_clear_error(tmp_path, capsys):
 
 
 def test_prior_quality_scores_a_prior_and_the_real_ceiling_against_the_held_out_split(tiny_data, tmp_path):
-    from latticegym.benchmarks import prior_quality
+    from latticegym.benchmarks.measure import prior_quality
 
     cfg = _config(tiny_data, tmp_path / "run", 1)
     cfg.name = "perov_5"  # for the published COV cutoffs

@@ -9,7 +9,7 @@ from conftest import shared_file
 
 from latticegym.agents.random_crystals import RandomCrystals
 from latticegym.agents.trainer import TrainConfig, Trainer
-from latticegym.benchmarks.guard_thresholds import pyxtal_samples, shares
+from latticegym.benchmarks.measure.guard_thresholds import pyxtal_samples, shares
 from latticegym.datasets import read_csv
 from latticegym.envs.tasks import get_task
 
@@ -27,7 +27,7 @@ def test_the_floor_draws_training_compositions_and_symmetric_cells(real):
 
 
 def test_the_floors_crystals_pass_the_guards_at_the_stated_rate(real):
-    stated = shares()["perov_5"]["pyxtal_samples"]["pass_rate"]  # `python -m latticegym.benchmarks.guard_thresholds --write`
+    stated = shares()["perov_5"]["pyxtal_samples"]["pass_rate"]  # `python -m latticegym.benchmarks.measure.guard_thresholds --write`
     guards = get_task("PerovskiteLowHHI").make_reward().guards
     n = 96
     rate = np.mean([not guards.check(s) for s in pyxtal_samples(real, n, seed=2)])

@@ -1,6 +1,6 @@
 """The CHGNet pressures behind the magnetic tasks' ±25 GPa guard: real crystals, prior samples, crushed cells.
 
-    python -m latticegym.benchmarks.pressure [--data ../shared/data/perov_5_val.csv.gz] [--num 64]
+    python -m latticegym.benchmarks.measure.pressure [--data ../shared/data/perov_5_val.csv.gz] [--num 64]
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from pymatgen.core import Lattice, Structure
 
-from ..crystal import validity
-from ..datasets import read_csv
-from ..policies.checkpoint import load_prior
-from ..rewards.mlip import MLIP
+from ...crystal import validity
+from ...datasets import read_csv
+from ...policies.checkpoint import load_prior
+from ...rewards.mlip import MLIP
 
 PERCENTILES = (1, 5, 50, 95, 99)
 

@@ -1,6 +1,6 @@
 """Where the guards' thresholds come from: the geometry of real crystals, and the share each guard refuses.
 
-    python -m latticegym.benchmarks.guard_thresholds [--data-dir ../shared/data] [--samples 256] [--write]
+    python -m latticegym.benchmarks.measure.guard_thresholds [--data-dir ../shared/data] [--samples 256] [--write]
 
 For each prior's data (perov_5, carbon_24: every crystal of the shared file) prints the extremes
 that the thresholds in `crystal` and `envs.tasks` sit beyond, then, for the guards of that family's
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..crystal import contact_ratios, coordination_numbers, vacuum_gap
-from ..datasets import read_csv
-from ..envs.tasks import get_task
-from ..files import atomic_text
+from ...crystal import contact_ratios, coordination_numbers, vacuum_gap
+from ...datasets import read_csv
+from ...envs.tasks import get_task
+from ...files import atomic_text
 
 FAMILY_TASK = {"perov_5": "PerovskiteLowHHI", "carbon_24": "CarbonDensity"}  # a cheap task carrying each family's guards
 # The guards before the data-derived geometry and chemistry (at today's thresholds): real crystals must keep
@@ -86,7 +86,7 @@ def measure(family: str, data_dir: Path, samples: int) -> dict:
     if samples:
         import torch
 
-        from ..policies.checkpoint import load_prior
+        from ...policies.checkpoint import load_prior
 
         with torch.no_grad():
             sampled = load_prior(family).generate(samples, seed=0, batch_size=min(samples, 256)).to_structures()
@@ -97,7 +97,7 @@ def measure(family: str, data_dir: Path, samples: int) -> dict:
 
 def pyxtal_samples(real: list, n: int, seed: int = 0) -> list:
     """`n` crystals of the PyXtal floor, with compositions drawn from `real`."""
-    from ..agents.random_crystals import RandomCrystals
+    from ...agents.random_crystals import RandomCrystals
 
     floor = RandomCrystals(seed=seed)
     floor.attach(None, real)

@@ -1,6 +1,6 @@
 """What the screen's stability check costs per crystal: a CHGNet single point against an ASE FIRE relaxation.
 
-    python -m latticegym.benchmarks.screen_cost [--crystals 32] [--steps 100] [--data ../shared/data]
+    python -m latticegym.benchmarks.measure.screen_cost [--crystals 32] [--steps 100] [--data ../shared/data]
 
 Samples crystals from the perov_5 prior, then screens the same crystals twice in one process, relax
 off and on (agents/pipeline.py; the hull and novelty index built from the training split first,
@@ -27,10 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from ..agents.pipeline import Screen, ScreenConfig
-    from ..agents.evaluation import known_crystals
-    from ..envs.tasks import get_task
-    from ..policies import load_prior
+    from ...agents.pipeline import Screen, ScreenConfig
+    from ...agents.evaluation import known_crystals
+    from ...envs.tasks import get_task
+    from ...policies import load_prior
 
     prior = load_prior("perov_5", num_steps=args.steps)
     known = known_crystals(prior, str(Path(args.data) / "perov_5_val.csv.gz"))

@@ -10,7 +10,7 @@ The exception is the MatInvent baseline `rwkl`, which keeps its released setting
 (a baseline runs as its authors released it); its winner ships as the suite label `rwkl-tuned`,
 and the standard suite reports both.
 
-    python -m latticegym.benchmarks.tuning --out runs/tuning --data-dir ../shared/data [--agents ppo rwkl]
+    python -m latticegym.benchmarks.measure.tuning --out runs/tuning --data-dir ../shared/data [--agents ppo rwkl]
 
 `active` runs PPO inside, so it is tuned after PPO's winner has shipped, over its own two settings.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runner import SweepConfig, finished_summary, resolve_agent, run_unless_held
-from .suites import SUITES, BenchTask
+from ..runner import SweepConfig, finished_summary, resolve_agent, run_unless_held
+from ..suites import SUITES, BenchTask
 
 CRITERION = ("yield_per_1000", "final_success")  # higher is better, compared in this order
 # A baseline keeps its authors' released settings as its defaults; its winner ships as a suite variant.
@@ -117,7 +117,7 @@ def tuning_markdown(results: pd.DataFrame, plan: TuningPlan) -> str:
         f"Task {t.env_id} (in no reported suite), seed {plan.seed}, T={t.steps}, batch {t.batch_size}, {t.budget} evaluations per run; "
         f"{len(next(iter(plan.grids.values())))} settings x 2 values = the same {len(plan.variants(next(iter(plan.grids))))} runs for every agent. "
         f"Winner: highest {CRITERION[0]}, then {CRITERION[1]}, then the pre-tuning default (listed first). "
-        "Command: `python -m latticegym.benchmarks.tuning --out runs/tuning --data-dir ../shared/data`.",
+        "Command: `python -m latticegym.benchmarks.measure.tuning --out runs/tuning --data-dir ../shared/data`.",
         "",
     ]
     for agent in plan.grids:

@@ -1,6 +1,6 @@
 """How square a prior's cells come out for several last-step stds (`PriorSpec.last_step_std`).
 
-    python -m latticegym.benchmarks.last_step --prior perov_5 --num 400
+    python -m latticegym.benchmarks.measure.last_step --prior perov_5 --num 400
 
 Every perov_5 cell is cubic, so any skew or unequal edges in samples is noise the sampler left.
 Prints, per last-step std, the median and 90th percentile of each cell's largest |angle - 90°| and
@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 import torch
 
-from ..policies.checkpoint import load_prior
+from ...policies.checkpoint import load_prior
 
 
 def cell_shape(structures) -> dict[str, list[float]]:

@@ -1,6 +1,6 @@
 """Crystals no chemist would accept, each of which has won a task without its guards, and a search for more.
 
-    python -m latticegym.benchmarks.adversarial [--tasks PerovskiteLowHHI,...]
+    python -m latticegym.benchmarks.measure.adversarial [--tasks PerovskiteLowHHI,...]
 
 perturbs every catalogue crystal (scaling, squeezing one axis, substituting elements), scores each
 result on every task of its chemistry and prints any that wins, with the geometry a reader needs to
@@ -16,8 +16,8 @@ import itertools
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from ..crystal import contact_ratios, vacuum_gap
-from ..envs.tasks import TASKS, get_task
+from ...crystal import contact_ratios, vacuum_gap
+from ...envs.tasks import TASKS, get_task
 
 PEROVSKITE_SITES = [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
 LOW_HHI_OXIDE = ["Ni", "Ti", "O", "O", "O"]  # NiTiO3: HHI 876, charge balanced

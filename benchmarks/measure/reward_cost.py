@@ -1,6 +1,6 @@
 """Peak memory and time per crystal of one call of each task's reward, on real crystals.
 
-    python -m latticegym.benchmarks.reward_cost [--tasks PerovskiteFormationEnergy,...] [--batches 64,256]
+    python -m latticegym.benchmarks.measure.reward_cost [--tasks PerovskiteFormationEnergy,...] [--batches 64,256]
 
 Each (task, batch) runs in a fresh process: the reward is built and warmed up on two crystals (so
 model loading is not counted), the kernel's peak-RSS mark is reset, and one call on `batch` real
@@ -31,8 +31,8 @@ def _measure(task_name: str, batch: int, data_dir: str, queue) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from ..datasets import read_csv
-    from ..envs.tasks import get_task
+    from ...datasets import read_csv
+    from ...envs.tasks import get_task
 
     task = get_task(task_name)
     structures = read_csv(Path(data_dir) / DATA_FILES[task.prior], skip_bad=True, limit=batch + 2).structures
@@ -59,7 +59,7 @@ def measure(task_name: str, batch: int, data_dir: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..envs.tasks import TASKS
+    from ...envs.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated task names (default: all)")

@@ -4,7 +4,7 @@
 - one training iteration broken down into sampling, reward and update;
 - reward evaluation (CHGNet relaxations) on 1, 2 and all local CPUs' worth of Ray actors.
 
-    python -m latticegym.benchmarks.throughput [--prior perov_5] [--batch 64] [--steps 100]
+    python -m latticegym.benchmarks.measure.throughput [--prior perov_5] [--batch 64] [--steps 100]
 
 Comparisons run in one process, one after the other, so their ratios mean something on a noisy
 machine; absolute times mean something only on dedicated hardware.
@@ -20,13 +20,13 @@ import time
 import numpy as np
 import torch
 
-from ..agents import PriorAgent
-from ..crystal import structural_validity
-from ..envs.denoising import CrystalDenoisingVectorEnv
-from ..policies import load_prior
-from ..rewards import Cached, CompositeReward, Objective, RewardResult
-from ..rewards.mlip import MLIP, _chgnet
-from ..rewards.properties import EnergyPerAtom
+from ...agents import PriorAgent
+from ...crystal import structural_validity
+from ...envs.denoising import CrystalDenoisingVectorEnv
+from ...policies import load_prior
+from ...rewards import Cached, CompositeReward, Objective, RewardResult
+from ...rewards.mlip import MLIP, _chgnet
+from ...rewards.properties import EnergyPerAtom
 
 
 def bare_sampler(policy, batch: int, seed: int) -> float:
@@ -54,7 +54,7 @@ def vector_env(policy, batch: int, seed: int) -> float:
 
 def iteration_breakdown(env_id: str, agent: str, batch: int, steps: int, iterations: int) -> dict[str, float]:
     """Share of an RL iteration spent sampling, scoring and updating, averaged over `iterations`."""
-    from ..agents.trainer import TrainConfig, Trainer
+    from ...agents.trainer import TrainConfig, Trainer
 
     with tempfile.TemporaryDirectory() as out:
         Trainer(TrainConfig(env_id=env_id, agent=agent, iterations=iterations, batch_size=batch, steps=steps, out=out)).run(progress=False)
@@ -68,7 +68,7 @@ def ray_scaling(structures: list, relax_steps: int) -> dict[int, float]:
     """Seconds to relax `structures` with CHGNet in-process (key 0) and on 1, 2, ... all-CPU Ray actors."""
     import ray
 
-    from ..rewards.parallel import RaySource, connect
+    from ...rewards.parallel import RaySource, connect
 
     source = EnergyPerAtom(MLIP(), relax=True, steps=relax_steps, fmax=0.01)
     source(structures[:1])  # warm-up: model loaded

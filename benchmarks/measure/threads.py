@@ -1,6 +1,6 @@
 """What torch's intra-op threads buy for our model sizes, on an idle and on a loaded machine.
 
-    python -m latticegym.benchmarks.threads [--threads 1,2] [--load 4] [--repeats 3]
+    python -m latticegym.benchmarks.measure.threads [--threads 1,2] [--load 4] [--repeats 3]
 
 Times one 100-step single-crystal episode of PerovskiteLowHHI-v0 and one 100-step batch of 64
 crystals from the perov_5 prior, with each thread count, first on the machine as it is, then with
@@ -20,8 +20,8 @@ import torch
 
 import latticegym  # noqa: F401  (registers the envs)
 
-from ..agents import PriorAgent
-from ..policies.checkpoint import load_prior
+from ...agents import PriorAgent
+from ...policies.checkpoint import load_prior
 
 ENV_ID = "LatticeGym/PerovskiteLowHHI-v0"
 

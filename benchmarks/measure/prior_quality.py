@@ -1,6 +1,6 @@
 """A prior's samples against real data at equal sizes, with the local geometry COV misses.
 
-    python -m latticegym.benchmarks.prior_quality --prior carbon_24 --data ../shared/data/carbon_24_val.csv.gz --num 200
+    python -m latticegym.benchmarks.measure.prior_quality --prior carbon_24 --data ../shared/data/carbon_24_val.csv.gz --num 200
 
 Prints, for N samples of each prior and for N real training crystals (the ceiling at that size,
 drawn from what the first prior trained on), the generation metrics against the held-out test
@@ -18,11 +18,11 @@ import time
 import numpy as np
 import torch
 
-from ..crystal import nearest_neighbour_distances
-from ..datasets import read_csv
-from ..policies.checkpoint import load_prior
-from ..datasets import split_dataset, training_data
-from .metrics import evaluate
+from ...crystal import nearest_neighbour_distances
+from ...datasets import read_csv
+from ...policies.checkpoint import load_prior
+from ...datasets import split_dataset, training_data
+from ..metrics import evaluate
 
 PERCENTILES = (5, 50, 95)
 

@@ -1,6 +1,6 @@
 """Sampling throughput of a prior: crystals per second for T reverse steps at several batch sizes.
 
-    python -m latticegym.benchmarks.sampling_throughput --prior perov_5 [--device cuda]
+    python -m latticegym.benchmarks.measure.sampling_throughput --prior perov_5 [--device cuda]
 
 Every reverse step is one network call of the same cost, so `--timed-steps K` times K steps and
 scales to T (the output says when it did); without it, whole trajectories are timed.
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from ..policies.checkpoint import load_prior
+from ...policies.checkpoint import load_prior
 
 
 def throughput(prior: str, steps: int, batch_size: int, device: str, timed_steps: int | None, seed: int = 0) -> float:

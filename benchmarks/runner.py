@@ -153,7 +153,7 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     if todo and progress:
         print(
             f"suite {suite.name}: {len(chosen) - len(todo)} of {len(chosen)} runs finished, {len(todo)} to go; the time left shows once one finishes "
-            "(on 2 CPU cores a standard-suite run took minutes, MatInvent's update up to 75 minutes: docs/standard_suite/results.md, t_* columns)",
+            "(on 2 CPU cores a standard-suite run took minutes, MatInvent's released pipeline about 2 hours: docs/standard_suite/results.md, t_* and wall columns)",
             file=sys.stderr,
         )
     bar = tqdm(todo, desc=f"suite {suite.name}", unit="run", disable=not progress)

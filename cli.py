@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -13,42 +12,27 @@ from pathlib import Path
 from . import DEFAULT_THREADS, quiet_libraries, set_threads
 from .envs.registration import load_plugins
 from .files import atomic_text
+from .options import bounded
 
 DEFAULT_DATA = Path("../shared/data")
 DATASET_HINTS = {"perov": "perov_5", "carbon": "carbon_24", "mpts": "mpts_52", "mp_20": "mp_20", "mp20": "mp_20"}
 
 
-def _bounded(kind: type, low: float, what: str, high: float = math.inf):
-    """An argparse type: a `kind` number in [low, high]; the error names the option via argparse."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    parse.__name__ = what
-    return parse
-
-
 # Upper bounds keep time and memory sane: far beyond any use, short of an allocation that kills the machine.
-PROCESSES = _bounded(int, 1, "an integer in 1..1024", 1024)
-WORKERS = _bounded(int, 0, "an integer in 0..1024", 1024)
-ROUNDS = _bounded(int, 1, "an integer in 1..1,000,000", 10**6)
-SAMPLES = _bounded(int, 0, "an integer in 0..1,000,000", 10**6)
-SEEDS = _bounded(int, 1, "an integer in 1..100", 100)
-SEED = _bounded(int, 0, "an integer in 0..2**63-1", 2**63 - 1)
-CRYSTALS = _bounded(int, 1, "an integer in 1..10,000,000", 10**7)
-BATCH = _bounded(int, 1, "an integer in 1..65,536", 2**16)
-STEPS = _bounded(int, 1, "an integer in 1..1000 (the priors' training timesteps)", 1000)
-CORRECTORS = _bounded(int, 0, "an integer in 0..100", 100)
-WIDTH = _bounded(int, 1, "an integer in 1..4096", 4096)
-LAYERS = _bounded(int, 1, "an integer in 1..64", 64)
-LEARNING_RATE = _bounded(float, 1e-12, "a number in (0, 1]", 1.0)
-MINUTES = _bounded(float, 0, "a number of minutes in 0..10080 (a week)", 10080)
+PROCESSES = bounded(int, 1, 1024, "an integer in 1..1024")
+WORKERS = bounded(int, 0, 1024, "an integer in 0..1024")
+ROUNDS = bounded(int, 1, 10**6, "an integer in 1..1,000,000")
+SAMPLES = bounded(int, 0, 10**6, "an integer in 0..1,000,000")
+SEEDS = bounded(int, 1, 100, "an integer in 1..100")
+SEED = bounded(int, 0, 2**63 - 1, "an integer in 0..2**63-1")
+CRYSTALS = bounded(int, 1, 10**7, "an integer in 1..10,000,000")
+BATCH = bounded(int, 1, 2**16, "an integer in 1..65,536")
+STEPS = bounded(int, 1, 1000, "an integer in 1..1000 (the priors' training timesteps)")
+CORRECTORS = bounded(int, 0, 100, "an integer in 0..100")
+WIDTH = bounded(int, 1, 4096, "an integer in 1..4096")
+LAYERS = bounded(int, 1, 64, "an integer in 1..64")
+LEARNING_RATE = bounded(float, 1e-12, 1.0, "a number in (0, 1]")
+MINUTES = bounded(float, 0, 10080, "a number of minutes in 0..10080 (a week)")
 
 
 def _guess_dataset(*paths: str) -> str | None:

@@ -3,6 +3,7 @@ on config dataclasses (agents, training) and on env arguments. A base module: it
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 import typing
@@ -102,6 +103,22 @@ def check_ranges(
     for name, allowed in (choices or {}).items():
         assert name in names, name
         _check(f"{type(cfg).__name__}.{name}", getattr(cfg, name), lambda v: v in allowed, f"one of {allowed}")
+
+
+def bounded(kind: type, low: float, high: float, what: str):
+    """An argparse type: a finite `kind` number in [low, high], checked as every setting is; `what`
+    says what is expected, and argparse names the option."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+            _check("the value", value, lambda v: low <= v <= high, what)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        return value
+
+    parse.__name__ = what
+    return parse
 
 
 def check_count(name: str, value, low: int, required: bool = False) -> None:

@@ -27,3 +27,17 @@ def test_choices_and_fractions_are_checked_by_the_one_mechanism():
         with pytest.raises(ValueError, match=message):
             make()
     assert PPOConfig(replay_mix=0.0).replay_mix == 0.0
+
+
+def test_a_cli_number_is_checked_as_every_setting_is():
+    import argparse
+
+    from latticegym.options import bounded
+
+    steps = bounded(int, 1, 1000, "an integer in 1..1000")
+    assert steps("40") == 40
+    for text in ("0", "1001", "x", "2.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected an integer in 1..1000, got '{text}'"):
+            steps(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="got 'nan'"):
+        bounded(float, 0.0, 1.0, "a number in [0, 1]")("nan")

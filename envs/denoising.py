@@ -217,16 +217,17 @@ class CrystalDenoisingVectorEnv(VectorEnv):
             obs, _ = self.reset()
             zeros = np.zeros(self.num_envs, dtype=bool)
             return obs, np.zeros(self.num_envs), zeros, zeros, {}
-        obs, rewards, terminated, infos = self._step_core(actions)
+        obs, rewards, terminated, infos, result = self._step_core(actions)
         self._needs_reset = bool(terminated.all())
-        return obs, rewards, terminated, np.zeros(self.num_envs, dtype=bool), self._merge(infos)
+        info = self._merge(infos)
+        if result is not None:
+            info["reward_result"] = result
+        return obs, rewards, terminated, np.zeros(self.num_envs, dtype=bool), info
 
     def _merge(self, infos: list[dict]) -> dict[str, Any]:
         merged: dict[str, Any] = {}
         for i, info in enumerate(infos):
-            merged = self._add_info(merged, {k: v for k, v in info.items() if k != "reward_result"}, i)
-        if "reward_result" in infos[0]:
-            merged["reward_result"] = infos[0]["reward_result"]
+            merged = self._add_info(merged, info, i)
         return merged
 
     def _reset_core(self, rng: np.random.Generator, options: dict | None) -> dict[str, np.ndarray]:
@@ -244,7 +245,8 @@ class CrystalDenoisingVectorEnv(VectorEnv):
         self.t = self.episode_length
         return state_to_obs(self.state, self.t)
 
-    def _step_core(self, action, batched: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
+    def _step_core(self, action, batched: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict], RewardResult | None]:
+        """One lockstep action: observations, rewards, terminations, each crystal's info, and the batch's RewardResult at the end (else None)."""
         if self.state is None or self.t == 0:
             raise RuntimeError("call reset() before step(): the episode has ended")
         nxt = action_to_state(action, self.state.mask, self.num_envs, self.policy, batched)
@@ -254,14 +256,15 @@ class CrystalDenoisingVectorEnv(VectorEnv):
         self.t -= 1
         rewards = np.zeros(self.num_envs)
         infos: list[dict] = [{} for _ in range(self.num_envs)]
+        result = None
         if self.t == 0:
             structures = self.policy.decode(self.state).to_structures()
             result = checked_result(self.reward(structures), len(structures))
             rewards = np.asarray(result.values, dtype=float)
             for i, s in enumerate(structures):
-                infos[i] = {"structure": s, **result.info(i), "success": meets(self.success, result, i), "reward_result": result}
+                infos[i] = {"structure": s, **result.info(i), "success": meets(self.success, result, i)}
         terminated = np.full(self.num_envs, self.t == 0)
-        return state_to_obs(self.state, self.t), rewards, terminated, infos
+        return state_to_obs(self.state, self.t), rewards, terminated, infos, result
 
     def _next_kind(self) -> str:
         return "end" if self.t == 0 else ("corrector" if bool(self.policy.phase(self.t)[1]) else "predictor")
@@ -349,8 +352,9 @@ class CrystalDenoisingEnv(gym.Env):
 
     def step(self, action):
         batched = {k: np.asarray(v)[None] for k, v in action.items()} if isinstance(action, dict) else action
-        obs, rewards, terminated, infos = self.vector._step_core(batched, batched=False)  # no autoreset: a finished episode refuses
-        return {k: v[0] for k, v in obs.items()}, float(rewards[0]), bool(terminated[0]), False, infos[0]
+        obs, rewards, terminated, infos, result = self.vector._step_core(batched, batched=False)  # no autoreset: a finished episode refuses
+        info = infos[0] if result is None else {**infos[0], "reward_result": result}
+        return {k: v[0] for k, v in obs.items()}, float(rewards[0]), bool(terminated[0]), False, info
 
     def render(self):
         if self.render_mode == "ansi":

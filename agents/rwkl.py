@@ -31,12 +31,20 @@ import torch
 
 from ..files import restore_generator
 from ..policies import DiffusionPolicy
+from ..policies.diffusion import Corrupted
 from ..options import check_ranges
 from .replay import Replay
 from .pipeline import FirstSurvivors, Pool, Selection, first_survivors
 from .rollout import Rollout, Trajectories
 
 UNWEIGHTED = {"types": 1.0, "frac": 1.0, "lattice": 1.0}  # MatInvent's calc_kl_reg sums the three MSEs as they are
+CRYSTALS_PER_PASS = 512  # bounds the update's memory: a window's timesteps go through the network in passes of at most this many crystals
+
+
+def _passes(window: list[int], batch: int) -> list[list[int]]:
+    """`window`'s timesteps in groups of at most CRYSTALS_PER_PASS crystals (at least one timestep each)."""
+    per = max(1, CRYSTALS_PER_PASS // batch)
+    return [window[i : i + per] for i in range(0, len(window), per)]
 
 
 @dataclass
@@ -116,22 +124,23 @@ class RewardWeightedKL(FirstSurvivors):
         losses, regs = [], []
         self.policy.train()
         for _ in range(cfg.epochs):
-            optimizer.zero_grad()
-            for j, t in enumerate(levels):
-                noisy = self.policy.corrupt(x0, self.rng, t=t)
-                pred = self.policy.predict(noisy)
-                with torch.no_grad():
-                    prior_pred = self.prior.predict(noisy)
-                error = self.policy.per_crystal_error(pred, noisy.targets, x0.mask)
-                reg = self.policy.per_crystal_error(pred, prior_pred, x0.mask, weights=UNWEIGHTED)
-                loss = (weights * error + cfg.sigma * (1.1 - weights) * reg).mean()
-                (loss / cfg.accum_steps).backward()
-                if (j + 1) % cfg.accum_steps == 0:
-                    optimizer.step()
-                    optimizer.zero_grad()
-                losses.append(loss.item())
-                regs.append(reg.mean().item())
-            if len(levels) % cfg.accum_steps:
+            for start in range(0, len(levels), cfg.accum_steps):
+                # One accumulation window in as few passes as memory allows: the same noise, drawn timestep by
+                # timestep in MatInvent's order, and the same summed gradient as one pass per timestep.
+                window = levels[start : start + cfg.accum_steps]
+                optimizer.zero_grad()
+                for part in _passes(window, len(x0)):
+                    noisy = Corrupted.cat([self.policy.corrupt(x0, self.rng, t=t) for t in part])
+                    pred = self.policy.predict(noisy)
+                    with torch.no_grad():
+                        prior_pred = self.prior.predict(noisy)
+                    mask = noisy.state.mask
+                    error = self.policy.per_crystal_error(pred, noisy.targets, mask).view(len(part), -1)
+                    reg = self.policy.per_crystal_error(pred, prior_pred, mask, weights=UNWEIGHTED).view(len(part), -1)
+                    loss = (weights * error + cfg.sigma * (1.1 - weights) * reg).mean(1)  # one per timestep
+                    (loss.sum() / cfg.accum_steps).backward()
+                    losses.extend(loss.tolist())
+                    regs.extend(reg.mean(1).tolist())
                 optimizer.step()
         self.policy.eval()
         return {"policy_loss": float(np.mean(losses)), "output_mse": float(np.mean(regs)), "trained_on": float(len(weights))}

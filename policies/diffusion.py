@@ -76,6 +76,12 @@ class Corrupted:
     state: DiffusionState
     targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
+    @staticmethod
+    def cat(parts: list[Corrupted]) -> Corrupted:
+        """Concatenate corrupted batches of the same padding along the batch axis."""
+        targets = tuple(torch.cat([p.targets[i] for p in parts]) for i in range(3))
+        return Corrupted(torch.cat([p.t for p in parts]), DiffusionState.cat([p.state for p in parts]), targets)
+
 
 @dataclass
 class StepDistribution:

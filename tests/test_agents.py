@@ -10,6 +10,7 @@ from latticegym.agents.ppo import PPO, PPOConfig
 from latticegym.agents.reinforce import REINFORCE, REINFORCEConfig
 from latticegym.agents.replay import Replay
 from latticegym.agents.rollout import collect
+from latticegym.agents import rwkl
 from latticegym.agents.rwkl import RewardWeightedKL, RWKLConfig
 from latticegym.policies import load_prior
 from latticegym.rewards.base import RewardResult
@@ -172,6 +173,23 @@ def test_reward_weighted_kl_sweeps_timesteps_noisiest_first_with_accumulation(pr
     RewardWeightedKL(policy, prior, RWKLConfig(timesteps=10, accum_steps=4, epochs=2, replay_capacity=0)).update(rollout, 0)
     sweep = [1000, 889, 778, 667, 556, 445, 334, 223, 112, 1]
     assert seen == sweep * 2 and len(steps) == 2 * 3  # ceil(10 / 4) optimizer steps per epoch
+
+
+def test_reward_weighted_kl_batches_each_window_into_the_gradient_of_one_pass_per_timestep(prior, monkeypatch):
+    env = make_env(prior)
+    rollout = collect(env, trainable(prior), torch.Generator().manual_seed(6), seed=6)
+    trained = []
+    for per_pass in (1, 512):  # 1: MatInvent's loop, a forward and backward per timestep
+        monkeypatch.setattr(rwkl, "CRYSTALS_PER_PASS", per_pass)
+        policy = trainable(prior)
+        stats = RewardWeightedKL(policy, prior, RWKLConfig(timesteps=10, accum_steps=4, epochs=2, replay_capacity=0)).update(rollout, 0)
+        trained.append(([p.detach().clone() for p in policy.network.parameters()], stats))
+    (one, one_stats), (batched, batched_stats) = trained
+    moved = max((a - b).abs().max().item() for a, b in zip(one, trainable(prior).network.parameters()))
+    assert moved > 1e-5
+    # Summation order moves a few weights whose Adam step divides float noise by a near-zero gradient.
+    assert max((a - b).abs().max().item() for a, b in zip(one, batched)) < 0.02 * moved
+    assert batched_stats == pytest.approx(one_stats, rel=1e-5)
 
 
 def test_reward_weighted_kl_defaults_are_matinvents_released_settings():

@@ -1,11 +1,13 @@
 """latticegym: crystal generation as reinforcement learning.
 
-Importing the package registers the LatticeGym/* Gymnasium environments; `register_task` adds one of your own.
+Importing the package registers the LatticeGym/* Gymnasium environments (the moment Gymnasium itself is
+imported, so that the layers below the envs never load it); `register_task` adds one of your own.
 """
 
 from typing import Any
 
-from .envs.registration import register_envs
+from wrapt import when_imported
+
 from .envs.tasks import register_task as register_task
 
 __version__ = "0.1.0"
@@ -14,7 +16,13 @@ DEFAULT_THREADS = 1  # torch intra-op threads the CLI uses; see `set_threads`
 # Third-party modules whose chatter (prints, warnings) is hidden unless asked for.
 CHATTY = r"(chgnet|matgl|dgl|pymatgen|torch|smact|matminer|spglib|ase)(\.|$)"
 
-register_envs()
+
+
+@when_imported("gymnasium")  # at once if Gymnasium is already imported
+def _register(_gymnasium) -> None:
+    from .envs.registration import register_envs
+
+    register_envs()
 
 
 def make_vec(env_id: str, num_envs: int = 8, **kwargs: Any):

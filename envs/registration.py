@@ -7,8 +7,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import gymnasium
-
 from .tasks import TASKS
 
 ENTRY = "latticegym.envs.denoising:CrystalDenoisingEnv"
@@ -18,6 +16,8 @@ CUSTOM_ID = "LatticeGym/Custom-v0"
 
 def register_envs(overwrite: str | None = None) -> None:
     """Register every task id and `LatticeGym/Custom-v0` with Gymnasium (idempotent; done on import); `overwrite` re-registers one id."""
+    import gymnasium  # here, not above: the package registers from a hook that runs as Gymnasium finishes loading
+
     for task in TASKS.values():
         if task.env_id not in gymnasium.registry or task.env_id == overwrite:
             gymnasium.register(task.env_id, entry_point=ENTRY, vector_entry_point=VECTOR_ENTRY, kwargs={"task": task.name})

@@ -1,7 +1,12 @@
 """Imports point down (../shared/DESIGN.md): each layer imports only the layers below it."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"crystal", "datasets", "files", "options", "targets"}
@@ -49,3 +54,16 @@ def test_every_module_imports_only_the_layers_below_it():
             if layer(target) not in allowed:
                 wrong.append(f"{path.relative_to(ROOT)} imports {'.'.join(target)}")
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import latticegym.crystal, latticegym.datasets, latticegym.policies, latticegym.rewards, sys; assert 'gymnasium' not in sys.modules",
+        "import latticegym, gymnasium; assert 'LatticeGym/PerovskiteLowHHI-v0' in gymnasium.registry",
+        "import gymnasium, latticegym; assert 'LatticeGym/Custom-v0' in gymnasium.registry",
+        "import latticegym.envs.registration, gymnasium; assert 'LatticeGym/PerovskiteMagnet-v0' in gymnasium.registry",
+    ],
+)
+def test_the_base_layers_load_without_gymnasium_and_the_ids_register_whichever_comes_first(code):
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})

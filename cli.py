@@ -277,6 +277,9 @@ def cmd_bench(args) -> int:
     if unknown:
         raise ValueError(f"unknown agents {sorted(unknown)}; choose from {', '.join([*AGENTS, *VARIANTS])}")
     data_dir = args.data if args.data else (DEFAULT_DATA if DEFAULT_DATA.is_dir() else None)
+    for path in args.merge:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--merge {path}: no such file (a results.csv of another sweep of this suite)")
     if args.tabulate and not Path(args.out).is_dir():
         raise FileNotFoundError(f"--tabulate: {args.out} does not exist, so it holds no finished runs to tabulate")
     if args.env:
@@ -287,7 +290,7 @@ def cmd_bench(args) -> int:
     else:
         suite = get_suite(args.suite)
     only = tuple(name.strip() for name in (args.only or "").split(",") if name.strip())
-    cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address, run=not args.tabulate, only=only)
+    cfg = SweepConfig(out=args.out, agents=agents, seeds=args.seeds, data_dir=str(data_dir) if data_dir else None, device=args.device, ray_address=args.ray_address, run=not args.tabulate, only=only, merge=tuple(args.merge))
     results = run_suite(suite, cfg)
     out = Path(args.out)
     print((out / "results.md").read_text())
@@ -414,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help=f"folder with the priors' training CSVs, for novelty and the SUN hull (default: {DEFAULT_DATA} when present)")
     p.add_argument("--ray-address", help="evaluate costly properties on Ray actors: 'local' starts a cluster here, or a cluster address (default: in this process)")
     p.add_argument("--tabulate", action="store_true", help="run nothing: tabulate and plot the runs already finished in --out (a partial sweep's table)")
+    p.add_argument("--merge", action="append", default=[], metavar="CSV", help="a results.csv of another sweep of this suite whose rows stand for the runs not finished in --out (repeatable; the plots show only the runs in --out)")
     _common(p)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -61,6 +61,8 @@ class SweepConfig:
         ray_address: reward evaluation on Ray actors ("local" starts one here).
         run: False only tabulates the runs already finished (a partial sweep's table).
         only: run only these tasks of the suite, by name (empty: all); the table still covers the whole suite.
+        merge: results.csv files of other sweeps of this suite (machines that share no disk, or a sweep whose
+            run directories are gone): their rows stand for runs not finished here; the plots show only runs here.
     """
 
     out: str
@@ -71,6 +73,7 @@ class SweepConfig:
     ray_address: str | None = None  # reward evaluation on Ray actors ("local" starts one here)
     run: bool = True
     only: tuple[str, ...] = ()
+    merge: tuple[str, ...] = ()
 
 
 def evals_to(metrics: pd.DataFrame, level: float) -> float:
@@ -161,19 +164,36 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     for task, label, seed in bar:
         run_unless_held(task, resolve_agent(label, task), seed, _run_dir(out, task, label, seed), cfg, known_by_task)
     missing = []
+    merged = merged_rows(cfg.merge)
     for task, label, seed in jobs:  # every finished run, whichever process ran it
         summary = finished_summary(_run_dir(out, task, label, seed))
         if summary is not None:
             rows.append({"task": task.task.name, "agent": label, "seed": seed, **summary})
+        elif (task.task.name, label, seed) in merged:
+            rows.append(merged[(task.task.name, label, seed)])
         else:
             missing.append(f"{task.task.name}/{label}/seed{seed}")
     results = pd.DataFrame(rows)
     atomic_text(out / "results.csv", results.to_csv(index=False))
     command = f"latticegym bench {suite.selector or '--suite ' + suite.name} --agents {','.join(cfg.agents)} --seeds {cfg.seeds} --out {cfg.out}"
+    command += "".join(f" --merge {path}" for path in cfg.merge)
     atomic_text(out / "results.md", results_markdown(results, suite, missing, command))
     make_all(out)
     atomic_text(out / "suite.json", json.dumps({"suite": suite.name, "tasks": [asdict(t) for t in suite.tasks], **asdict(cfg)}, indent=1))
     return results
+
+
+def merged_rows(paths: tuple[str, ...]) -> dict[tuple[str, str, int], dict]:
+    """The rows of other sweeps' results.csv files by (task, agent, seed); a later file's row wins."""
+    rows = {}
+    for path in paths:
+        table = pd.read_csv(path)
+        lacking = {"task", "agent", "seed"} - set(table.columns)
+        if lacking:
+            raise ValueError(f"{path}: not a sweep's results.csv (no {', '.join(sorted(lacking))} column)")
+        for row in table.to_dict("records"):
+            rows[(row["task"], row["agent"], int(row["seed"]))] = {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
+    return rows
 
 
 def _run_dir(out: Path, task: BenchTask, label: str, seed: int) -> Path:

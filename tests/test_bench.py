@@ -192,6 +192,29 @@ def test_only_runs_the_named_tasks_and_still_tabulates_the_whole_suite(tmp_path,
         runner.run_suite(get_suite("quick"), runner.SweepConfig(out=str(tmp_path), only=("PerovskiteMagnet",)), progress=False)
 
 
+def test_merge_fills_runs_not_finished_here_from_another_sweeps_results(tmp_path, monkeypatch):
+    from latticegym.benchmarks import runner
+
+    monkeypatch.setattr(runner, "make_all", lambda out: None)
+    here = tmp_path / "runs" / "PerovskiteLowHHI" / "prior" / "seed0"
+    here.mkdir(parents=True)
+    (here / "summary.json").write_text(json.dumps({"yield_per_1000": 7.0}))
+    elsewhere = tmp_path / "elsewhere.csv"
+    pd.DataFrame([
+        {"task": "PerovskiteLowHHI", "agent": "prior", "seed": 0, "yield_per_1000": 99.0},  # finished here too: here wins
+        {"task": "PerovskiteLowHHI", "agent": "prior", "seed": 1, "yield_per_1000": 5.0, "found_200": np.nan},
+        {"task": "PerovskiteLowHHI", "agent": "ppo", "seed": 0, "yield_per_1000": 3.0},  # not in this sweep's agents
+    ]).to_csv(elsewhere, index=False)  # fmt: skip
+    cfg = runner.SweepConfig(out=str(tmp_path), agents=("prior",), seeds=2, run=False, merge=(str(elsewhere),))
+    results = runner.run_suite(get_suite("quick"), cfg, progress=False)
+    assert results.set_index(["task", "seed"]).yield_per_1000.to_dict() == {("PerovskiteLowHHI", 0): 7.0, ("PerovskiteLowHHI", 1): 5.0}
+    md = (tmp_path / "results.md").read_text()
+    assert f"--merge {elsewhere}`" in md and "PerovskiteFormationEnergy/prior/seed0" in md  # still partial: FE finished nowhere
+    (tmp_path / "bad.csv").write_text("agent,seed\nppo,0\n")
+    with pytest.raises(ValueError, match="bad.csv: not a sweep's results.csv \\(no task column\\)"):
+        runner.run_suite(get_suite("quick"), runner.SweepConfig(out=str(tmp_path), run=False, merge=(str(tmp_path / "bad.csv"),)), progress=False)
+
+
 def test_bench_holds_a_run_until_its_summary_is_written(tmp_path, monkeypatch):
     from latticegym.benchmarks import runner
     from latticegym.benchmarks.suites import BenchTask

@@ -62,6 +62,7 @@ CLI_CASES = [
     ("bench: a million seeds", None, ["bench", "--seeds", "1000000", "--out", "b"], 2, "--seeds", ["b"]),
     ("bench: no agents", None, ["bench", "--agents", "", "--out", "b"], 1, "--agents names no agent", ["b"]),
     ("bench: tabulate a missing folder", None, ["bench", "--tabulate", "--out", "missing"], 1, "missing does not exist", ["missing"]),
+    ("bench: a missing --merge file", None, ["bench", "--tabulate", "--merge", "gone.csv", "--out", "b"], 1, "--merge gone.csv: no such file", ["b"]),
     ("bench: a missing --data", None, ["bench", "--data", "/nonexistent", "--out", "b"], 1, "--data /nonexistent: no such folder", ["b"]),
     ("evaluate: one 200,000-atom CIF", lambda t: [str(_huge_cif(t)), "--reference", str(_huge_cif(t))], ["evaluate", "--samples"], 1, "no readable", ["m.json"]),
 ]

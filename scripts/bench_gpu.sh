@@ -8,7 +8,7 @@
 # Writes DEST/runs.tgz.* (the runs this machine touched; checkpoints only of unfinished ones) and DEST/logs.tgz.
 # Each process's closing table and plots fail there (the skeleton has no finished runs' CSVs): unpack the
 # runs into the sweep at home and run `latticegym bench ... --tabulate`. Moved runs resume on a CPU.
-# Usage: scripts/bench_gpu.sh MINUTES DEST AGENT:N [AGENT:N ...]
+# Usage: [ONLY=Task1,Task2] scripts/bench_gpu.sh MINUTES DEST AGENT:N [AGENT:N ...]   (ONLY: `bench --only`)
 set -uo pipefail
 minutes=$1 dest=$2; shift 2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -21,7 +21,7 @@ find .gpu/bench -name summary.json | sed 's|/summary.json||' | sort > /tmp/finis
 for spec in "$@"; do
   for i in $(seq "${spec#*:}"); do
     timeout --signal=INT --kill-after=30 "${minutes}m" python3 -m latticegym.cli bench --suite standard \
-      --agents "${spec%:*}" --seeds 3 --out .gpu/bench --data .gpu --device cuda > "/tmp/logs/${spec%:*}_$i.log" 2>&1 &
+      --agents "${spec%:*}" --seeds 3 ${ONLY:+--only "$ONLY"} --out .gpu/bench --data .gpu --device cuda > "/tmp/logs/${spec%:*}_$i.log" 2>&1 &
     sleep 1
   done
 done

@@ -72,3 +72,14 @@ def test_the_guard_thresholds_script_measures_every_family(perov_path, capsys):
     guard_thresholds.main(["--data-dir", str(perov_path.parent), "--samples", "2"])
     out = capsys.readouterr().out
     assert "perov" in out.lower() and "carbon" in out.lower()
+
+
+def test_the_update_passes_benchmark_times_both_modes_and_puts_the_default_back(capsys):
+    from latticegym.agents import rwkl
+    from latticegym.benchmarks.measure import update_passes
+
+    default = rwkl.CRYSTALS_PER_PASS
+    update_passes.main(["--batch", "3", "--timesteps", "4", "--steps", "3"])
+    out = capsys.readouterr().out
+    assert "per timestep / per window:" in out and "largest difference between the two" in out
+    assert rwkl.CRYSTALS_PER_PASS == default

@@ -92,3 +92,16 @@ def test_check_demo_compares_the_demo_output_with_the_readme(tmp_path):
     (tmp_path / "drifted.txt").write_text(printed.replace(published[1].split()[1], "0.999"))
     assert check_demo.main(str(tmp_path / "same.txt"), str(ROOT / "README.md")) == 0
     assert check_demo.main(str(tmp_path / "drifted.txt"), str(ROOT / "README.md")) == 1
+
+
+def test_every_test_the_docs_cite_exists():
+    cited = set()
+    for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        cited |= {(doc.name, *m) for m in re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", doc.read_text())}
+    missing = []
+    for doc, path, name in sorted(cited):
+        if not (ROOT / path).is_file():
+            missing.append(f"{doc}: {path}")
+        elif name and not re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.M):
+            missing.append(f"{doc}: {path}::{name}")
+    assert len(cited) > 5 and not missing, missing

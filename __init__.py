@@ -17,7 +17,6 @@ DEFAULT_THREADS = 1  # torch intra-op threads the CLI uses; see `set_threads`
 CHATTY = r"(chgnet|matgl|dgl|pymatgen|torch|smact|matminer|spglib|ase)(\.|$)"
 
 
-
 @when_imported("gymnasium")  # at once if Gymnasium is already imported
 def _register(_gymnasium) -> None:
     from .envs.registration import register_envs

@@ -152,6 +152,7 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     if set(cfg.only) - names:
         raise ValueError(f"only: {', '.join(sorted(set(cfg.only) - names))} is not a task of suite {suite.name!r}; its tasks are {', '.join(sorted(names))}")
     chosen = [job for job in jobs if not cfg.only or job[0].task.name in cfg.only]
+    merged = merged_rows(cfg.merge)  # before any run, so that a bad file fails now and not after the sweep
     todo = [job for job in chosen if finished_summary(_run_dir(out, *job)) is None] if cfg.run else []
     if todo and progress:
         print(
@@ -164,7 +165,6 @@ def run_suite(suite: Suite, cfg: SweepConfig, progress: bool = True) -> pd.DataF
     for task, label, seed in bar:
         run_unless_held(task, resolve_agent(label, task), seed, _run_dir(out, task, label, seed), cfg, known_by_task)
     missing = []
-    merged = merged_rows(cfg.merge)
     for task, label, seed in jobs:  # every finished run, whichever process ran it
         summary = finished_summary(_run_dir(out, task, label, seed))
         if summary is not None:

@@ -211,8 +211,11 @@ def test_merge_fills_runs_not_finished_here_from_another_sweeps_results(tmp_path
     md = (tmp_path / "results.md").read_text()
     assert f"--merge {elsewhere}`" in md and "PerovskiteFormationEnergy/prior/seed0" in md  # still partial: FE finished nowhere
     (tmp_path / "bad.csv").write_text("agent,seed\nppo,0\n")
+    ran = []
+    monkeypatch.setattr(runner, "run_unless_held", lambda *args: ran.append(args))
     with pytest.raises(ValueError, match="bad.csv: not a sweep's results.csv \\(no task column\\)"):
-        runner.run_suite(get_suite("quick"), runner.SweepConfig(out=str(tmp_path), run=False, merge=(str(tmp_path / "bad.csv"),)), progress=False)
+        runner.run_suite(get_suite("quick"), runner.SweepConfig(out=str(tmp_path), merge=(str(tmp_path / "bad.csv"),)), progress=False)
+    assert ran == []  # refused before any run, not after the sweep
 
 
 def test_bench_holds_a_run_until_its_summary_is_written(tmp_path, monkeypatch):

@@ -276,7 +276,8 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
     """Mean and 95% bootstrap interval over seeds per task and agent.
 
     Only columns that selection cannot inflate (`HIGHER_IS_BETTER`) are bolded, at the best mean per
-    task (ties all bold); in the columns read from the evaluated batches (`SELECTION_INFLATED`) an
+    task (ties all bold) among the agents with the task's full count of seeds, so that an unfinished
+    agent's single seed is never shown as the best; in the columns read from the evaluated batches (`SELECTION_INFLATED`) an
     agent that chooses from a larger pool is marked †. `missing` names the sweep's unfinished runs;
     a table with any is marked partial at the top. `command` is the sweep's command line.
     """
@@ -298,9 +299,10 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
         ]  # fmt: skip
         by_agent = {agent: rows for agent, rows in group.groupby("agent", sort=False)}
         means = {(agent, col): rows[col].dropna().mean() for agent, rows in by_agent.items() for col in columns}
+        complete = [a for a, rows in by_agent.items() if len(rows) == max(map(len, by_agent.values()))]
         best = {}
         for col in columns:
-            finite = [means[(a, col)] for a in by_agent if not np.isnan(means[(a, col)])]
+            finite = [means[(a, col)] for a in complete if not np.isnan(means[(a, col)])]
             if col in HIGHER_IS_BETTER and finite:
                 best[col] = max(finite) if HIGHER_IS_BETTER[col] else min(finite)
         lines.append("| agent | seeds | " + " | ".join(columns) + " |")
@@ -320,7 +322,8 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
             lines.append(f"| {agent} | {len(rows)} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Each cell: mean over seeds [95% percentile-bootstrap interval of the mean]; (k/n): only k of n seeds reached it. "
-                 "Bold: the best mean, only in columns that an agent's choice of what to evaluate cannot inflate.")
+                 "Bold: the best mean, only in columns that an agent's choice of what to evaluate cannot inflate, "
+                 "and only among agents with the task's full count of seeds.")
     lines.append("")
     lines.append("- A discovery is a SUN success: the task's target met, stable (E_hull <= 0.1 eV/atom on the screen's CHGNet hull), "
                  "novel against the prior's training crystals, and distinct from the run's earlier discoveries.")

@@ -44,6 +44,16 @@ def test_markdown_bolds_only_what_selection_cannot_inflate_and_marks_selecting_a
     assert "| active | 2 | 50 [50, 50] | 0.9 [0.9, 0.9] † | 5 [5, 5] |" in md  # the higher batch success is not bold, nor the lower KL
 
 
+def test_markdown_never_bolds_an_agent_with_fewer_seeds_than_the_others():
+    results = pd.DataFrame(
+        [{"task": "PerovskiteLowHHI", "agent": "ppo", "seed": s, "yield_per_1000": 80.0} for s in range(3)]
+        + [{"task": "PerovskiteLowHHI", "agent": "matinvent", "seed": 0, "yield_per_1000": 500.0}]
+    )
+    md = results_markdown(results, get_suite("quick"))
+    assert "| ppo | 3 | **80 [80, 80]** |" in md
+    assert "| matinvent | 1 | 500 [500, 500] |" in md
+
+
 def test_bootstrap_interval_covers_the_mean_and_narrows_with_seeds():
     from latticegym.benchmarks.runner import bootstrap_interval
 

@@ -277,8 +277,8 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
 
     Only columns that selection cannot inflate (`HIGHER_IS_BETTER`) are bolded, at the best mean per
     task (ties all bold) among the agents with the task's full count of seeds, so that an unfinished
-    agent's single seed is never shown as the best; in the columns read from the evaluated batches (`SELECTION_INFLATED`) an
-    agent that chooses from a larger pool is marked †. `missing` names the sweep's unfinished runs;
+    agent's single seed is never shown as the best; in the columns read from the evaluated batches
+    (`SELECTION_INFLATED`) an agent that chooses from a larger pool is marked †. `missing` names the sweep's unfinished runs;
     a table with any is marked partial at the top. `command` is the sweep's command line.
     """
     lines = [f"# Suite `{suite.name}`", "", suite.description, ""]
@@ -299,7 +299,8 @@ def results_markdown(results: pd.DataFrame, suite: Suite, missing: list[str] = (
         ]  # fmt: skip
         by_agent = {agent: rows for agent, rows in group.groupby("agent", sort=False)}
         means = {(agent, col): rows[col].dropna().mean() for agent, rows in by_agent.items() for col in columns}
-        complete = [a for a, rows in by_agent.items() if len(rows) == max(map(len, by_agent.values()))]
+        full = max(len(rows) for rows in by_agent.values())
+        complete = [a for a, rows in by_agent.items() if len(rows) == full]
         best = {}
         for col in columns:
             finite = [means[(a, col)] for a in complete if not np.isnan(means[(a, col)])]

@@ -5,6 +5,7 @@ This module is the base of the package: it imports nothing else from latticegym.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections import defaultdict
@@ -316,6 +317,12 @@ an MLIP value: 0.2% in lattice lengths, 0.1° in angles, 0.005 in site displacem
 an origin shift, a permutation of sites or another setting of the same cell is not."""
 
 
+def _reducible(lattice: Lattice) -> bool:
+    """Whether Niggli reduction is worth trying: pymatgen's takes minutes on a nearly flat cell or one with a
+    lattice vector shorter than an atom (as an early denoising step gives), and such a cell matches no real crystal."""
+    return bool(lattice_validity(lattice.matrix)) and min(lattice.get_lll_reduced_lattice().abc) >= MIN_DISTANCE
+
+
 class MatchIndex:
     """The one answer to "is this the same crystal?": crystals added so far, to ask which new ones match one of them.
 
@@ -339,10 +346,10 @@ class MatchIndex:
         return len(self.structures)
 
     def _reduce(self, structure: Structure) -> tuple[Structure, tuple[str, int]]:
-        try:
-            reduced = StructureMatcher._get_reduced_structure(structure, primitive_cell=self.tolerance.primitive_cell, niggli=True)
-        except Exception:  # a cell too odd to reduce is compared as it is
-            reduced = structure
+        reduced = structure  # a cell too odd to reduce is compared as it is
+        if _reducible(structure.lattice):
+            with contextlib.suppress(Exception):
+                reduced = StructureMatcher._get_reduced_structure(structure, primitive_cell=self.tolerance.primitive_cell, niggli=True)
         return reduced, (reduced.composition.reduced_formula, len(reduced))
 
     def _find(self, reduced: Structure, key: tuple[str, int]) -> int | None:

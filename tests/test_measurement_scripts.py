@@ -22,7 +22,7 @@ def test_throughput_prints_overhead_and_reward_ratios(capsys):
 def test_the_screen_cost_benchmark_prints_both_screens(perov_path, capsys):
     from latticegym.benchmarks.measure.screen_cost import main
 
-    main(["--crystals", "3", "--steps", "8", "--hull-references", "20", "--data", str(perov_path.parent)])
+    main(["--crystals", "2", "--steps", "8", "--hull-references", "20", "--data", str(perov_path.parent)])
     out = capsys.readouterr().out
     assert "single point" in out and "relaxation" in out and "relaxation / single point" in out
 

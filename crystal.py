@@ -318,9 +318,13 @@ an origin shift, a permutation of sites or another setting of the same cell is n
 
 
 def _reducible(lattice: Lattice) -> bool:
-    """Whether Niggli reduction is worth trying: pymatgen's takes minutes on a nearly flat cell or one with a
-    lattice vector shorter than an atom (as an early denoising step gives), and such a cell matches no real crystal."""
+    """Whether to compare a cell with StructureMatcher: pymatgen's Niggli reduction and fit take minutes on a
+    nearly flat cell or one with a lattice vector shorter than an atom (as an early denoising step gives)."""
     return bool(lattice_validity(lattice.matrix)) and min(lattice.get_lll_reduced_lattice().abc) >= MIN_DISTANCE
+
+
+def _identical(a: Structure, b: Structure) -> bool:
+    return a.species == b.species and np.allclose(a.lattice.matrix, b.lattice.matrix) and np.allclose(a.frac_coords, b.frac_coords)
 
 
 class MatchIndex:
@@ -339,23 +343,28 @@ class MatchIndex:
         self._matcher = tolerance.matcher()
         self.structures: list[Structure] = []
         self._reduced: list[Structure] = []
-        self._buckets: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self._buckets: dict[tuple[str, int, bool], list[int]] = defaultdict(list)
         self.add(known)
 
     def __len__(self) -> int:
         return len(self.structures)
 
-    def _reduce(self, structure: Structure) -> tuple[Structure, tuple[str, int]]:
-        reduced = structure  # a cell too odd to reduce is compared as it is
-        if _reducible(structure.lattice):
-            with contextlib.suppress(Exception):
-                reduced = StructureMatcher._get_reduced_structure(structure, primitive_cell=self.tolerance.primitive_cell, niggli=True)
-        return reduced, (reduced.composition.reduced_formula, len(reduced))
+    def _reduce(self, structure: Structure) -> tuple[Structure, tuple[str, int, bool]]:
+        """The crystal to compare and its bucket: (formula, size, whether StructureMatcher compares it)."""
+        formula, size = structure.composition.reduced_formula, len(structure)
+        if not _reducible(structure.lattice):  # no real crystal; only an exact copy matches it
+            return structure, (formula, size, False)
+        reduced = structure  # a cell pymatgen fails to reduce is compared as it is
+        with contextlib.suppress(Exception):
+            reduced = StructureMatcher._get_reduced_structure(structure, primitive_cell=self.tolerance.primitive_cell, niggli=True)
+        return reduced, (reduced.composition.reduced_formula, len(reduced), True)
 
-    def _find(self, reduced: Structure, key: tuple[str, int]) -> int | None:
+    def _find(self, reduced: Structure, key: tuple[str, int, bool]) -> int | None:
+        if not key[2]:
+            return next((j for j in self._buckets[key] if _identical(reduced, self._reduced[j])), None)
         return next((j for j in self._buckets[key] if self._matcher.fit(reduced, self._reduced[j], skip_structure_reduction=True)), None)
 
-    def _append(self, structure: Structure, reduced: Structure, key: tuple[str, int]) -> int:
+    def _append(self, structure: Structure, reduced: Structure, key: tuple[str, int, bool]) -> int:
         self._buckets[key].append(len(self.structures))
         self.structures.append(structure)
         self._reduced.append(reduced)

@@ -111,22 +111,32 @@ def test_uniqueness_and_novelty_use_structure_matching():
     assert list(MatchIndex([b]).contains([a, other, diamond()])) == [True, False, False]
 
 
-def test_a_flat_cell_is_compared_as_it_is_without_niggli_reduction(monkeypatch):
+def test_a_flat_cell_is_never_niggli_reduced_and_matches_only_its_exact_copy(monkeypatch):
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
-    # From a 3-step denoising run: a + c is 0.3 Å long; pymatgen took 30 to 50 s to Niggli-reduce it.
+    # From a 3-step denoising run: a + c is 0.3 Å long; pymatgen took 30 to 50 s to Niggli-reduce it, and minutes to fit two.
     flat_lattice = [[-20.17, -20.22, 20.09], [-18.78, -20.31, -7.11], [20.25, 20.29, -20.39]]
     flat = Structure(flat_lattice, ["Hf", "Hf", "Ag", "S", "Hf"], [[0.52, 0.47, 0.72], [0.64, 0.54, 0.73], [0.29, 0.51, 0.18], [0.85, 0.98, 0.28], [0.27, 0.57, 0.67]])
-    reduce, reduced = StructureMatcher._get_reduced_structure, []
+    reduce, fit = StructureMatcher._get_reduced_structure, StructureMatcher.fit
 
-    def counted(structure, *args, **kwargs):
-        reduced.append(structure.composition.reduced_formula)
+    def refuse_flat(*structures):  # pytest.fail, not an Exception, so that no caller can swallow it
+        if any(s.composition == flat.composition for s in structures):
+            pytest.fail("pymatgen was handed the flat cell")
+
+    def reduce_unless_flat(structure, *args, **kwargs):
+        refuse_flat(structure)
         return reduce(structure, *args, **kwargs)
 
-    monkeypatch.setattr(StructureMatcher, "_get_reduced_structure", staticmethod(counted))
-    index = MatchIndex()
-    assert index.place([flat, flat.copy(), perovskite()]) == [(0, True), (0, False), (2, True)]
-    assert reduced == ["SrTiO3"]  # only the real crystal was reduced
+    def fit_unless_flat(self, a, b, *args, **kwargs):
+        refuse_flat(a, b)
+        return fit(self, a, b, *args, **kwargs)
+
+    monkeypatch.setattr(StructureMatcher, "_get_reduced_structure", staticmethod(reduce_unless_flat))
+    monkeypatch.setattr(StructureMatcher, "fit", fit_unless_flat)
+    nudged = flat.copy()
+    nudged.translate_sites([0], [0.01, 0, 0])
+    placed = MatchIndex().place([flat, flat.copy(), perovskite(), perovskite(), nudged])
+    assert placed == [(0, True), (0, False), (1, True), (1, False), (2, True)]  # only an exact copy matches
 
 
 def test_one_match_index_places_crystals_incrementally_with_a_named_tolerance():

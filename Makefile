@@ -2,7 +2,7 @@
 #   make demo   install the package, then fine-tune the shipped perov_5 prior with PPO on PerovskiteLowHHI
 #               and print the success rate before and after
 #   make test   install the package with its test extras, then run the tests (CI, 2 CPU cores, from a fresh
-#               clone: `bash .ci/run` passed in 1,007 s at commit 9900eeb)
+#               clone at commit 3d8764e, its venv built: `python -m pytest` passed in 1,302 s)
 # Also:
 #   make docs        install the docs extra, then build the API reference into build/site
 #   make check-demo  run the demo and fail if its printed figures differ from the README's

@@ -151,6 +151,14 @@ def lattice_validity(matrix: np.ndarray) -> Validity:
     return VALID
 
 
+def self_image_validity(lattice: Lattice, min_distance: float = MIN_DISTANCE) -> Validity:
+    """Every atom is at least `min_distance` Å from its own periodic images: no lattice vector is shorter."""
+    shortest = min(lattice.get_lll_reduced_lattice().abc)
+    if shortest < min_distance:
+        return Validity(False, f"an atom is {shortest:.3f} Å from its own periodic image (< {min_distance} Å)")
+    return VALID
+
+
 def structural_validity(structure: Structure, min_distance: float = MIN_DISTANCE) -> Validity:
     """Every interatomic distance, periodic images included, is at least `min_distance` Å."""
     lattice = lattice_validity(structure.lattice.matrix)
@@ -160,9 +168,9 @@ def structural_validity(structure: Structure, min_distance: float = MIN_DISTANCE
         return Validity(False, "structure has no atoms")
     if not np.all(np.isfinite(structure.frac_coords)):
         return Validity(False, "fractional coordinates contain NaN or inf")
-    shortest = min(structure.lattice.get_lll_reduced_lattice().abc)
-    if shortest < min_distance:
-        return Validity(False, f"an atom is {shortest:.3f} Å from its own periodic image (< {min_distance} Å)")
+    images = self_image_validity(structure.lattice, min_distance)
+    if not images:
+        return images
     if len(structure) > 1:
         dist = structure.distance_matrix + np.diag(np.full(len(structure), np.inf))
         i, j = np.unravel_index(np.argmin(dist), dist.shape)
@@ -320,11 +328,7 @@ an origin shift, a permutation of sites or another setting of the same cell is n
 def _reducible(lattice: Lattice) -> bool:
     """Whether to compare a cell with StructureMatcher: pymatgen's Niggli reduction and fit take minutes on a
     nearly flat cell or one with a lattice vector shorter than an atom (as an early denoising step gives)."""
-    return bool(lattice_validity(lattice.matrix)) and min(lattice.get_lll_reduced_lattice().abc) >= MIN_DISTANCE
-
-
-def _identical(a: Structure, b: Structure) -> bool:
-    return a.species == b.species and np.allclose(a.lattice.matrix, b.lattice.matrix) and np.allclose(a.frac_coords, b.frac_coords)
+    return bool(lattice_validity(lattice.matrix)) and bool(self_image_validity(lattice))
 
 
 class MatchIndex:
@@ -351,9 +355,8 @@ class MatchIndex:
 
     def _reduce(self, structure: Structure) -> tuple[Structure, tuple[str, int, bool]]:
         """The crystal to compare and its bucket: (formula, size, whether StructureMatcher compares it)."""
-        formula, size = structure.composition.reduced_formula, len(structure)
         if not _reducible(structure.lattice):  # no real crystal; only an exact copy matches it
-            return structure, (formula, size, False)
+            return structure, (structure.composition.reduced_formula, len(structure), False)
         reduced = structure  # a cell pymatgen fails to reduce is compared as it is
         with contextlib.suppress(Exception):
             reduced = StructureMatcher._get_reduced_structure(structure, primitive_cell=self.tolerance.primitive_cell, niggli=True)
@@ -361,7 +364,7 @@ class MatchIndex:
 
     def _find(self, reduced: Structure, key: tuple[str, int, bool]) -> int | None:
         if not key[2]:
-            return next((j for j in self._buckets[key] if _identical(reduced, self._reduced[j])), None)
+            return next((j for j in self._buckets[key] if reduced == self._reduced[j]), None)
         return next((j for j in self._buckets[key] if self._matcher.fit(reduced, self._reduced[j], skip_structure_reduction=True)), None)
 
     def _append(self, structure: Structure, reduced: Structure, key: tuple[str, int, bool]) -> int:
